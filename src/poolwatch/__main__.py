@@ -1,0 +1,3 @@
+from poolwatch.cli import main
+
+main()

@@ -1,0 +1,151 @@
+"""Find the first frame of user code below poolwatch, the client libraries and the stdlib.
+
+Like structlog's ``_frames``: walk ``sys._getframe()`` outward, skipping frames whose file lives
+in a library we know. Decisions are cached per file name (strings cache their hash) and call
+sites are interned per (code object, line), so a hot loop costs a few dict lookups per frame
+and thousands of leases from one line share one record. Only file, line and function name are
+kept: never a frame, so never a local variable.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+import sysconfig
+import threading
+from collections.abc import Callable, Iterable
+from types import CodeType, FrameType
+
+from ._models import UNKNOWN_CALLSITE, CallSite
+
+__all__ = ["CallSiteFinder", "default_library_modules"]
+
+#: Packages whose frames are never the call site: the pools' own code and what drives tests.
+default_library_modules: tuple[str, ...] = (
+    "poolwatch",
+    "urllib3",
+    "requests",
+    "botocore",
+    "httpx",
+    "httpcore",
+    "anyio",
+    "sniffio",
+    "h11",
+    "h2",
+    "aiohttp",
+    "yarl",
+    "multidict",
+    "sqlalchemy",
+    "redis",
+    "psycopg",
+    "psycopg_pool",
+    "_pytest",
+    "pytest",
+    "pluggy",
+    "pytest_asyncio",
+    "opentelemetry",
+)
+
+_MAX_INTERNED = 100_000
+
+
+def _module_dirs(names: Iterable[str]) -> list[str]:
+    dirs: list[str] = []
+    for name in names:
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError):
+            continue
+        if spec is None:
+            continue
+        if spec.submodule_search_locations:
+            dirs.extend(os.path.join(p, "") for p in spec.submodule_search_locations)
+        elif spec.origin:
+            dirs.append(spec.origin)
+    return dirs
+
+
+def _stdlib_dirs() -> list[str]:
+    paths = sysconfig.get_paths()
+    return sorted({os.path.join(paths[k], "") for k in ("stdlib", "platstdlib") if k in paths})
+
+
+class CallSiteFinder:
+    """Captures interned call sites; one per tracker so tests can inject ``_getframe``."""
+
+    def __init__(
+        self,
+        library_modules: Iterable[str] = default_library_modules,
+        *,
+        _getframe: Callable[[int], FrameType] = sys._getframe,
+    ) -> None:
+        self._library_prefixes = tuple(_module_dirs(library_modules))
+        self._stdlib_prefixes = tuple(_stdlib_dirs())
+        self._getframe = _getframe
+        self._skip: dict[str, bool] = {}
+        self._interned: dict[tuple[int, int], tuple[CallSite, CodeType]] = {}
+        self._lock = threading.Lock()
+
+    def add_library_modules(self, names: Iterable[str]) -> None:
+        """Treat these modules' frames as library frames too (a company's HTTP wrapper)."""
+        self._library_prefixes += tuple(_module_dirs(names))
+        self._skip.clear()
+
+    def is_library(self, filename: str) -> bool:
+        """True for files of known libraries, the stdlib and frozen/built-in code."""
+        if filename.startswith("<frozen") or filename.startswith("<built-in"):
+            return True
+        if filename.startswith(self._library_prefixes):
+            return True
+        if filename.startswith(self._stdlib_prefixes):
+            # site-packages may live under the stdlib directory; those files are not stdlib.
+            return "site-packages" not in filename and "dist-packages" not in filename
+        return False
+
+    def capture(self, depth: int = 0) -> tuple[CallSite, tuple[CallSite, ...]]:
+        """The call site, and up to ``depth`` further user frames outward (a short stack)."""
+        frame: FrameType | None = self._getframe(1)
+        skip = self._skip
+        while frame is not None:
+            filename = frame.f_code.co_filename
+            is_lib = skip.get(filename)
+            if is_lib is None:
+                is_lib = skip[filename] = self.is_library(filename)
+            if not is_lib:
+                break
+            frame = frame.f_back
+        if frame is None:
+            return UNKNOWN_CALLSITE, ()
+        site = self._intern(frame)
+        if not depth:
+            return site, ()
+        stack: list[CallSite] = []
+        outer = frame.f_back
+        while outer is not None and len(stack) < depth:
+            filename = outer.f_code.co_filename
+            is_lib = skip.get(filename)
+            if is_lib is None:
+                is_lib = skip[filename] = self.is_library(filename)
+            if not is_lib:
+                stack.append(self._intern(outer))
+            outer = outer.f_back
+        return site, tuple(stack)
+
+    def _intern(self, frame: FrameType) -> CallSite:
+        code = frame.f_code
+        lineno = frame.f_lineno or 0
+        # Keyed by id(code) with the code object pinned in the value, so the id stays unique.
+        key = (id(code), lineno)
+        hit = self._interned.get(key)
+        if hit is not None:
+            return hit[0]
+        site = CallSite(
+            code.co_filename,
+            lineno,
+            getattr(code, "co_qualname", code.co_name),
+        )
+        if len(self._interned) < _MAX_INTERNED:
+            with self._lock:
+                self._interned.setdefault(key, (site, code))
+        return site

@@ -1,0 +1,717 @@
+"""The tracker: one registry of pools and live leases, counters and events.
+
+Adapters call ``checkout`` / ``checkin`` and friends; consumers call ``snapshot`` or
+``subscribe``. One short ``threading.Lock`` guards the mutable state and nothing slow happens
+under it: snapshots copy references under the lock and build their frozen values outside.
+
+Garbage-collector callbacks (an owner collected while its connection was leased, a pool
+collected) never take the lock: the collector may run inside any allocation, including one made
+while this thread holds the lock. They append to a deque that the next tracker call drains.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+import time
+import weakref
+from collections import Counter, deque
+from collections.abc import Callable, Collection, Iterable, Iterator
+from contextlib import suppress
+from typing import Any, Protocol
+
+from ._callsite import CallSiteFinder
+from ._models import (
+    CallSite,
+    Event,
+    Lease,
+    PoolSnapshot,
+    ResponseFacts,
+    Snapshot,
+    SocketInfo,
+    Waiter,
+)
+
+__all__ = ["LEAK_STATES", "LeaseRecord", "PoolRecord", "PoolStats", "Tracker"]
+
+log = logging.getLogger("poolwatch")
+
+#: Lease states that mean the user's code lost a connection.
+LEAK_STATES = frozenset({"lost", "closed", "gc_returned"})
+
+#: (max, idle, waiting) as the library itself reports them; None where it cannot tell.
+PoolStats = tuple[int | None, int | None, int | None]
+
+
+class _StatsFn(Protocol):
+    def __call__(self, pool: Any, /) -> PoolStats: ...
+
+
+class _SocketFn(Protocol):
+    def __call__(self, connection: Any, /) -> Any: ...
+
+
+class _IdleFn(Protocol):
+    def __call__(self, pool: Any, /) -> Iterable[Any]: ...
+
+
+class PoolRecord:
+    """The tracker's mutable record of one library pool. Only the tracker changes it."""
+
+    __slots__ = (
+        "__weakref__",
+        "checkins",
+        "checkouts",
+        "confirmed_leaks",
+        "exhaustions",
+        "idle_of",
+        "kind",
+        "leaks_by_callsite",
+        "leases",
+        "lost",
+        "lost_evicted",
+        "name",
+        "orphans",
+        "ref",
+        "socket_of",
+        "stats",
+    )
+
+    def __init__(
+        self,
+        ref: weakref.ref[Any],
+        kind: str,
+        name: str,
+        stats: _StatsFn | None,
+        socket_of: _SocketFn | None,
+        idle_of: _IdleFn | None = None,
+    ) -> None:
+        self.ref = ref
+        self.idle_of = idle_of
+        self.kind = kind
+        self.name = name
+        self.stats = stats
+        self.socket_of = socket_of
+        self.leases: dict[int, LeaseRecord] = {}
+        # Leases whose owner was collected: the slot is gone but the connection object too, so
+        # they leave ``leases`` (whose keys are ids that may now be reused) for this deque.
+        self.lost: deque[LeaseRecord] = deque()
+        self.lost_evicted = 0
+        self.checkouts = 0
+        self.checkins = 0
+        self.exhaustions = 0
+        self.confirmed_leaks = 0
+        self.orphans = 0
+        self.leaks_by_callsite: Counter[CallSite] = Counter()
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind} {self.name}"
+
+    def __repr__(self) -> str:
+        return f"<PoolRecord {self.label} [leased {len(self.leases) + len(self.lost)}]>"
+
+
+class LeaseRecord:
+    """The tracker's mutable record of one lease; frozen into a ``Lease`` for consumers."""
+
+    __slots__ = (
+        "acquired_at",
+        "callsite",
+        "connection",
+        "key",
+        "live",
+        "note",
+        "owner_ref",
+        "pool",
+        "response",
+        "seq",
+        "stack",
+        "state",
+        "task_name",
+        "thread_id",
+        "thread_name",
+    )
+
+    def __init__(
+        self,
+        pool: PoolRecord,
+        key: int,
+        connection: weakref.ref[Any] | None,
+        acquired_at: float,
+        callsite: CallSite,
+        stack: tuple[CallSite, ...],
+        thread_id: int,
+        thread_name: str,
+        task_name: str | None,
+    ) -> None:
+        self.pool = pool
+        self.key = key
+        self.connection = connection
+        self.acquired_at = acquired_at
+        self.callsite = callsite
+        self.stack = stack
+        self.thread_id = thread_id
+        self.thread_name = thread_name
+        self.task_name = task_name
+        self.seq = 0
+        self.live = True
+        self.state = "leased"
+        self.note: str | None = None
+        self.response: ResponseFacts | None = None
+        self.owner_ref: weakref.ref[Any] | None = None
+
+
+def _task_name() -> str | None:
+    aio = sys.modules.get("asyncio")
+    if aio is None:
+        return None
+    loop = aio._get_running_loop()
+    if loop is None:
+        return None
+    task = aio.current_task(loop)
+    return task.get_name() if task is not None else None
+
+
+def _socket_info(sock: Any) -> SocketInfo | None:
+    """Peer, local address and inode of a socket object, or None when it is closed."""
+
+    try:
+        fd = sock.fileno()
+    except Exception:
+        return None
+    if fd is None or fd < 0:
+        return None
+    local = peer = None
+    inode = None
+    with suppress(OSError):
+        local = sock.getsockname()[:2]
+    with suppress(OSError):
+        peer = sock.getpeername()[:2]
+    with suppress(OSError):
+        inode = os.fstat(fd).st_ino
+    return SocketInfo(local=local, peer=peer, inode=inode, fd=fd)
+
+
+class Tracker:
+    """Pools, live leases, counters and events for every instrumented client library.
+
+    ``clock`` is the monotonic clock (a seam for tests; a clock that raises is how the test
+    suite proves that a fault in poolwatch never reaches the caller's request).
+    """
+
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+        callsites: CallSiteFinder | None = None,
+        stack_depth: int = 0,
+        event_history: int = 1000,
+        leak_history: int = 10_000,
+        max_lost_per_pool: int = 10_000,
+    ) -> None:
+        self._clock = clock
+        self._wall_offset = wall_clock() - clock()
+        self.callsites = callsites or CallSiteFinder()
+        self.stack_depth = stack_depth
+        self.max_lost_per_pool = max_lost_per_pool
+        self._lock = threading.Lock()
+        self._seq = 0
+        self._pools: dict[int, PoolRecord] = {}
+        self._waiters: dict[int, tuple[PoolRecord, float, str, CallSite]] = {}
+        self._events: deque[Event] = deque(maxlen=event_history)
+        self._ended_leaks: deque[LeaseRecord] = deque(maxlen=leak_history)
+        self._collected: deque[LeaseRecord] = deque()
+        self._dead_pools: deque[int] = deque()
+        self._subscribers: list[Callable[[Event], None]] = []
+        self.internal_errors: Counter[str] = Counter()
+        self._logged_errors: set[str] = set()
+
+    # -- pools -------------------------------------------------------------------------------
+
+    def pool(
+        self,
+        obj: Any,
+        kind: str,
+        name: str | Callable[[], str],
+        *,
+        stats: _StatsFn | None = None,
+        socket_of: _SocketFn | None = None,
+        idle_of: _IdleFn | None = None,
+    ) -> PoolRecord:
+        """The record of a library pool object, registering it on first sight.
+
+        ``stats(pool)`` gives (max, idle, waiting) as the library reports them;
+        ``socket_of(connection)`` the connection's socket object (or None);
+        ``idle_of(pool)`` the sockets of the pool's idle connections (for the census join).
+        """
+        record = self._pools.get(id(obj))
+        if record is not None and record.ref() is obj:
+            return record
+        key = id(obj)
+        dead = self._dead_pools
+        ref = weakref.ref(obj, lambda _ref: dead.append(key))
+        record = PoolRecord(
+            ref, kind, name() if callable(name) else name, stats, socket_of, idle_of
+        )
+        with self._lock:
+            self._pools[key] = record
+        return record
+
+    def find_pool(self, obj: Any) -> PoolRecord | None:
+        """The record of an already registered pool object, without registering it."""
+        record = self._pools.get(id(obj))
+        return record if record is not None and record.ref() is obj else None
+
+    # -- hot path ----------------------------------------------------------------------------
+
+    def capture(self) -> tuple[CallSite, tuple[CallSite, ...]]:
+        """The call site of the user code running now (see ``CallSiteFinder``)."""
+        return self.callsites.capture(self.stack_depth)
+
+    def checkout(
+        self,
+        pool: PoolRecord,
+        key: int,
+        connection: Any = None,
+        site: tuple[CallSite, tuple[CallSite, ...]] | None = None,
+    ) -> LeaseRecord:
+        """Record that ``key`` (the connection's id) left ``pool`` for the current caller."""
+        if self._collected or self._dead_pools:
+            self._drain()
+        callsite, stack = site if site is not None else self.callsites.capture(self.stack_depth)
+        thread = threading.current_thread()
+        conn_ref = None
+        if connection is not None:
+            with suppress(TypeError):
+                conn_ref = weakref.ref(connection)
+        record = LeaseRecord(
+            pool,
+            key,
+            conn_ref,
+            self._clock(),
+            callsite,
+            stack,
+            thread.ident or 0,
+            thread.name,
+            _task_name(),
+        )
+        with self._lock:
+            self._seq += 1
+            record.seq = self._seq
+            previous = pool.leases.get(key)
+            pool.leases[key] = record
+            pool.checkouts += 1
+        if previous is not None:
+            # The same connection leased twice without a checkin: the library reused it under
+            # us. The older lease cannot still hold it; close it as an orphan.
+            self._end(previous, "orphaned", "connection checked out again without a checkin")
+        return record
+
+    def checkin(self, pool: PoolRecord, key: int, how: str = "returned") -> LeaseRecord | None:
+        """Record that the connection ``key`` came back to ``pool`` (or was discarded)."""
+        with self._lock:
+            record = pool.leases.pop(key, None)
+            if record is None:
+                return None
+            pool.checkins += 1
+            record.live = False
+            record.state = how
+            record.owner_ref = None
+        if self._collected or self._dead_pools:
+            self._drain()
+        return record
+
+    def checkin_record(self, record: LeaseRecord, how: str = "returned") -> bool:
+        """Check in a known lease record (for libraries that return a connection as None)."""
+        pool = record.pool
+        with self._lock:
+            if pool.leases.get(record.key) is record:
+                del pool.leases[record.key]
+            elif record in pool.lost:
+                pool.lost.remove(record)
+            else:
+                return False
+            pool.checkins += 1
+            record.live = False
+            record.state = how
+            record.owner_ref = None
+        return True
+
+    def lease_of(self, pool: PoolRecord, key: int) -> LeaseRecord | None:
+        """The live lease of connection ``key`` in ``pool``, if any."""
+        return pool.leases.get(key)
+
+    def set_owner(self, record: LeaseRecord, owner: Any) -> None:
+        """Watch ``owner`` (a response, a connection wrapper): collected while leased = leak."""
+        collected = self._collected
+
+        def _on_collected(_ref: Any, record: LeaseRecord = record) -> None:
+            collected.append(record)
+
+        with suppress(TypeError):
+            record.owner_ref = weakref.ref(owner, _on_collected)
+
+    def attach_response(self, record: LeaseRecord, facts: ResponseFacts) -> None:
+        """Attach what the response looked like to the lease that carried it."""
+        record.response = facts
+
+    # -- waiting and exhaustion --------------------------------------------------------------
+
+    def wait_begin(self, pool: PoolRecord, site: tuple[CallSite, Any]) -> int:
+        """Register a caller about to block in ``pool``; returns a token for ``wait_end``."""
+        thread = threading.current_thread()
+        token = id(site) ^ (thread.ident or 0)
+        self._waiters[token] = (pool, self._clock(), thread.name, site[0])
+        return token
+
+    def wait_end(self, token: int) -> None:
+        self._waiters.pop(token, None)
+
+    def waiting(self, pool: PoolRecord) -> int:
+        """How many callers poolwatch saw blocking in ``pool`` right now."""
+        return sum(1 for entry in list(self._waiters.values()) if entry[0] is pool)
+
+    def exhausted(self, pool: PoolRecord, error: BaseException | None = None) -> str:
+        """Count a pool timeout; returns the diagnosis (and adds it to ``error`` as a note)."""
+        with self._lock:
+            pool.exhaustions += 1
+        text = self.diagnose(pool)
+        if error is not None and hasattr(error, "add_note"):
+            error.add_note(text)
+        self._emit(Event("exhausted", pool.label, self.wall(), text))
+        return text
+
+    def diagnose(self, pool: PoolRecord) -> str:
+        """Pool state and the call sites holding its connections, most first."""
+        snap = self._pool_snapshot(pool, self._copy_pool(pool), self._clock(), sockets=False)
+        lines = [f"poolwatch: {snap!r} is exhausted."]
+        if not snap.leases:
+            lines.append("  No lease is held through poolwatch's hooks.")
+        else:
+            lines.append(f"  Its {snap.leased} leased connections were taken at:")
+            lines.extend("  " + line for line in group_by_callsite(snap.leases))
+        return "\n".join(lines)
+
+    # -- leases ending badly -----------------------------------------------------------------
+
+    def end(self, pool: PoolRecord, key: int, state: str, note: str | None = None) -> bool:
+        """End the lease of ``key`` as ``closed`` / ``gc_returned`` / ``orphaned`` ..."""
+        record = pool.leases.get(key)
+        if record is None:
+            return False
+        return self._end(record, state, note)
+
+    def _end(self, record: LeaseRecord, state: str, note: str | None) -> bool:
+        pool = record.pool
+        with self._lock:
+            if pool.leases.get(record.key) is record:
+                del pool.leases[record.key]
+            elif record in pool.lost:
+                pool.lost.remove(record)
+            else:
+                return False
+            record.live = False
+            record.state = state
+            record.note = note
+            record.owner_ref = None
+            if state in LEAK_STATES:
+                pool.confirmed_leaks += 1
+                pool.leaks_by_callsite[record.callsite] += 1
+                self._ended_leaks.append(record)
+            elif state == "orphaned":
+                pool.orphans += 1
+                self._ended_leaks.append(record)
+        kind = "leak.confirmed" if state in LEAK_STATES else state
+        self._emit(Event(kind, pool.label, self.wall(), note or state, self._freeze(record)))
+        return True
+
+    def _drain(self) -> None:
+        """Process owners and pools that the garbage collector took since the last call."""
+        events = []
+        now = self._clock()
+        while self._collected:
+            record = self._collected.popleft()
+            pool = record.pool
+            with self._lock:
+                if not record.live or pool.leases.get(record.key) is not record:
+                    continue
+                del pool.leases[record.key]
+                record.state = "lost"
+                record.note = "its owner was garbage collected; the slot was never returned"
+                record.owner_ref = None
+                pool.lost.append(record)
+                if len(pool.lost) > self.max_lost_per_pool:
+                    pool.lost.popleft().live = False
+                    pool.lost_evicted += 1
+                pool.confirmed_leaks += 1
+                pool.leaks_by_callsite[record.callsite] += 1
+            events.append(
+                Event(
+                    "leak.confirmed",
+                    pool.label,
+                    now + self._wall_offset,
+                    record.note,
+                    self._freeze(record, now),
+                )
+            )
+        while self._dead_pools:
+            key = self._dead_pools.popleft()
+            with self._lock:
+                dead = self._pools.get(key)
+                if dead is None or dead.ref() is not None:
+                    continue
+                del self._pools[key]
+                doomed = list(dead.leases.values())
+            for record in doomed:
+                self._end(record, "closed", "the pool was garbage collected while leased")
+        for event in events:
+            self._emit(event)
+
+    # -- events and errors -------------------------------------------------------------------
+
+    def subscribe(self, callback: Callable[[Event], None]) -> Callable[[], None]:
+        """Call ``callback(event)`` for each event; returns a function that unsubscribes."""
+        with self._lock:
+            self._subscribers.append(callback)
+
+        def unsubscribe() -> None:
+            with self._lock, suppress(ValueError):
+                self._subscribers.remove(callback)
+
+        return unsubscribe
+
+    def _emit(self, event: Event) -> None:
+        with self._lock:
+            self._events.append(event)
+            subscribers = list(self._subscribers)
+        for callback in subscribers:
+            try:
+                callback(event)
+            except Exception as exc:
+                self.internal_error("subscriber", exc)
+
+    def internal_error(self, where: str, exc: BaseException | None = None) -> None:
+        """Count a fault inside poolwatch and log it once per place; never raise."""
+        try:
+            self.internal_errors[where] += 1
+            if where not in self._logged_errors:
+                self._logged_errors.add(where)
+                log.warning(
+                    "poolwatch internal error in %s (logged once): %r", where, exc, exc_info=exc
+                )
+        except Exception:  # pragma: no cover - logging itself failed; stay silent
+            pass
+
+    # -- reading -----------------------------------------------------------------------------
+
+    @property
+    def seq(self) -> int:
+        """The sequence number of the newest lease; leases after a mark have a larger one."""
+        return self._seq
+
+    def wall(self, monotonic: float | None = None) -> float:
+        """Wall-clock time of a monotonic instant (now by default)."""
+        return (self._clock() if monotonic is None else monotonic) + self._wall_offset
+
+    def _copy_pool(self, pool: PoolRecord) -> tuple[list[LeaseRecord], tuple[int, ...]]:
+        with self._lock:
+            return [*pool.leases.values(), *pool.lost], self._counters(pool)
+
+    def snapshot(self, *, leases: bool = True, sockets: bool = False) -> Snapshot:
+        """Every pool with its counters (and leases, oldest first), copied out of the lock."""
+        self._drain()
+        with self._lock:
+            copied = []
+            for pool in self._pools.values():
+                records = list(pool.leases.values()) if leases else []
+                if leases:
+                    records.extend(pool.lost)
+                copied.append((pool, records, self._counters(pool), pool.ref()))
+            events = tuple(self._events)
+        now = self._clock()
+        pools = tuple(
+            self._build(pool, records, counters, obj, now, leases=leases, sockets=sockets)
+            for pool, records, counters, obj in copied
+            if obj is not None or records
+        )
+        return Snapshot(now + self._wall_offset, pools, events, dict(self.internal_errors))
+
+    @staticmethod
+    def _counters(pool: PoolRecord) -> tuple[int, ...]:
+        return (
+            pool.checkouts,
+            pool.checkins,
+            pool.exhaustions,
+            pool.confirmed_leaks,
+            pool.orphans,
+            pool.lost_evicted,
+            len(pool.leases) + len(pool.lost) + pool.lost_evicted,
+        )
+
+    def _pool_snapshot(
+        self,
+        pool: PoolRecord,
+        copied: tuple[list[LeaseRecord], tuple[int, ...]],
+        now: float,
+        *,
+        sockets: bool,
+    ) -> PoolSnapshot:
+        records, counters = copied
+        return self._build(pool, records, counters, pool.ref(), now, leases=True, sockets=sockets)
+
+    def _build(
+        self,
+        pool: PoolRecord,
+        records: list[LeaseRecord],
+        counters: tuple[int, ...],
+        obj: Any,
+        now: float,
+        *,
+        leases: bool,
+        sockets: bool,
+    ) -> PoolSnapshot:
+        checkouts, checkins, exhaustions, confirmed, orphans, _evicted, leased = counters
+        cap = idle = lib_waiting = None
+        if obj is not None and pool.stats is not None:
+            try:
+                cap, idle, lib_waiting = pool.stats(obj)
+            except Exception as exc:
+                self.internal_error(f"{pool.kind}.stats", exc)
+        waiters = tuple(
+            Waiter(pool.label, since, now - since, thread_name, site)
+            for entry_pool, since, thread_name, site in list(self._waiters.values())
+            if entry_pool is pool
+        )
+        frozen: tuple[Lease, ...] = ()
+        if leases:
+            records.sort(key=lambda r: r.acquired_at)
+            frozen = tuple(self._freeze(r, now, sockets=sockets) for r in records)
+        return PoolSnapshot(
+            kind=pool.kind,
+            name=pool.name,
+            leased=leased,
+            idle=idle,
+            waiting=max(lib_waiting or 0, len(waiters)),
+            max=cap,
+            checkouts=checkouts,
+            checkins=checkins,
+            exhaustions=exhaustions,
+            confirmed_leaks=confirmed,
+            orphans=orphans,
+            leases=frozen,
+            waiters=waiters,
+            leaks_by_callsite=tuple(pool.leaks_by_callsite.most_common()),
+        )
+
+    def _freeze(
+        self, record: LeaseRecord, now: float | None = None, *, sockets: bool = False
+    ) -> Lease:
+        now = self._clock() if now is None else now
+        socket_info = None
+        if sockets and record.connection is not None and record.pool.socket_of is not None:
+            conn = record.connection()
+            if conn is not None:
+                try:
+                    sock = record.pool.socket_of(conn)
+                    socket_info = _socket_info(sock) if sock is not None else None
+                except Exception as exc:
+                    self.internal_error(f"{record.pool.kind}.socket_of", exc)
+        return Lease(
+            seq=record.seq,
+            pool=record.pool.label,
+            pool_kind=record.pool.kind,
+            connection_id=record.key,
+            acquired_at=record.acquired_at,
+            acquired_wall=record.acquired_at + self._wall_offset,
+            age=now - record.acquired_at,
+            callsite=record.callsite,
+            stack=record.stack,
+            thread_id=record.thread_id,
+            thread_name=record.thread_name,
+            task_name=record.task_name,
+            response=record.response,
+            state=record.state,
+            socket=socket_info,
+            note=record.note,
+        )
+
+    def pool_snapshot(self, pool: PoolRecord, *, sockets: bool = False) -> PoolSnapshot:
+        """One pool's snapshot."""
+        self._drain()
+        return self._pool_snapshot(pool, self._copy_pool(pool), self._clock(), sockets=sockets)
+
+    def leaks_since(
+        self, seq: int, *, exclude: Collection[int] = (), sockets: bool = False
+    ) -> list[Lease]:
+        """Leases taken after ``seq`` that are still out or that ended as leaks, oldest first."""
+        self._drain()
+        with self._lock:
+            records = [
+                r
+                for pool in self._pools.values()
+                for r in (*pool.leases.values(), *pool.lost)
+                if r.seq > seq and r.seq not in exclude
+            ]
+            records.extend(r for r in self._ended_leaks if r.seq > seq and r.seq not in exclude)
+        now = self._clock()
+        records.sort(key=lambda r: r.seq)
+        return [self._freeze(r, now, sockets=sockets) for r in records]
+
+    def live_seqs(self, low: int, high: int) -> list[int]:
+        """Sequence numbers in (low, high] still leased: what a fixture's setup took."""
+        self._drain()
+        with self._lock:
+            return [
+                r.seq
+                for pool in self._pools.values()
+                for r in (*pool.leases.values(), *pool.lost)
+                if low < r.seq <= high
+            ]
+
+    def idle_sockets(self) -> list[tuple[str, SocketInfo]]:
+        """(pool label, socket identity) of every idle pooled connection poolwatch can see."""
+        out = []
+        for pool in self.iter_pools():
+            obj = pool.ref()
+            if obj is None or pool.idle_of is None:
+                continue
+            try:
+                for sock in pool.idle_of(obj):
+                    info = _socket_info(sock) if sock is not None else None
+                    if info is not None:
+                        out.append((pool.label, info))
+            except Exception as exc:
+                self.internal_error(f"{pool.kind}.idle_of", exc)
+        return out
+
+    def iter_pools(self) -> Iterator[PoolRecord]:
+        with self._lock:
+            pools = list(self._pools.values())
+        yield from pools
+
+
+def group_by_callsite(leases: Collection[Lease]) -> list[str]:
+    """`3 x app.py:12 in fetch: 403 text/html, 1234-byte body; oldest 3.2 s (MainThread)`."""
+    groups: dict[CallSite, list[Lease]] = {}
+    for lease in leases:
+        groups.setdefault(lease.callsite, []).append(lease)
+    lines = []
+    for site, members in sorted(groups.items(), key=lambda kv: -len(kv[1])):
+        responses = Counter(
+            m.response.describe() if m.response else "no response read yet" for m in members
+        )
+        oldest = max(m.age for m in members)
+        states = Counter(m.state for m in members)
+        state_text = ", ".join(f"{n} {s}" for s, n in states.most_common())
+        response_text = "; ".join(
+            f"{n} x {text}" if len(responses) > 1 else text for text, n in responses.most_common(3)
+        )
+        lines.append(
+            f"{len(members)} x {site}: response {response_text}; oldest {oldest:.1f} s "
+            f"({state_text}; {members[0].where})"
+        )
+    return lines

@@ -1,0 +1,121 @@
+"""What every adapter shares: exact patch/restore, availability and version checks."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import re
+import warnings
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from .._errors import PoolwatchWarning
+
+if TYPE_CHECKING:
+    from .._tracker import Tracker
+
+__all__ = ["Adapter", "Patcher", "parse_version", "wraps"]
+
+_MISSING = object()
+
+
+def parse_version(text: str) -> tuple[int, ...]:
+    """`2.8.0` -> (2, 8, 0); `1.0.0rc1` -> (1, 0, 0); enough to compare release numbers."""
+    parts = []
+    for piece in text.split(".")[:3]:
+        match = re.match(r"\d+", piece)
+        if match is None:
+            break
+        parts.append(int(match.group()))
+    return tuple(parts)
+
+
+class Patcher:
+    """Replaces class attributes and puts back exactly what was there (or nothing)."""
+
+    def __init__(self) -> None:
+        self._saved: list[tuple[Any, str, Any]] = []
+
+    def patch(self, owner: Any, name: str, new: Any) -> Any:
+        """Set ``owner.name = new``; returns the attribute as it resolved before."""
+        own = vars(owner).get(name, _MISSING)
+        self._saved.append((owner, name, own))
+        before = getattr(owner, name)
+        setattr(owner, name, new)
+        return before
+
+    def restore(self) -> None:
+        while self._saved:
+            owner, name, own = self._saved.pop()
+            if own is _MISSING:
+                delattr(owner, name)
+            else:
+                setattr(owner, name, own)
+
+
+class Adapter:
+    """One client library. Subclasses hook its checkout/checkin points in ``_install``."""
+
+    #: The name users pass to ``instrument()``.
+    name: ClassVar[str]
+    #: The import name whose presence means the library is installed.
+    module: ClassVar[str]
+    #: The distribution whose version is checked, and the tested range [low, high).
+    distribution: ClassVar[str]
+    tested: ClassVar[tuple[tuple[int, ...], tuple[int, ...]]]
+
+    def __init__(self) -> None:
+        self.patcher = Patcher()
+        self.installed = False
+
+    @classmethod
+    def available(cls) -> bool:
+        try:
+            return importlib.util.find_spec(cls.module) is not None
+        except (ImportError, ValueError):
+            return False
+
+    @classmethod
+    def check_version(cls) -> str | None:
+        """Warn (never fail) when the installed version is outside the tested range."""
+        try:
+            version = importlib.metadata.version(cls.distribution)
+        except importlib.metadata.PackageNotFoundError:
+            return None
+        low, high = cls.tested
+        if not low <= parse_version(version) < high:
+            warnings.warn(
+                f"poolwatch was tested with {cls.distribution} "
+                f"{'.'.join(map(str, low))} to before {'.'.join(map(str, high))}; "
+                f"{version} is installed. Leases may be missed; please report what you see.",
+                PoolwatchWarning,
+                stacklevel=4,
+            )
+        return version
+
+    def install(self, tracker: Tracker) -> None:
+        if self.installed:
+            return
+        self.check_version()
+        try:
+            self._install(tracker)
+        except BaseException:
+            self.patcher.restore()
+            raise
+        self.installed = True
+
+    def uninstall(self) -> None:
+        self.patcher.restore()
+        self.installed = False
+
+    def _install(self, tracker: Tracker) -> None:
+        raise NotImplementedError
+
+
+def wraps(wrapper: Any, wrapped: Any) -> Any:
+    """Give ``wrapper`` the name and doc of ``wrapped`` and mark it as poolwatch's."""
+    wrapper.__name__ = wrapped.__name__
+    wrapper.__qualname__ = wrapped.__qualname__
+    wrapper.__doc__ = wrapped.__doc__
+    wrapper.__wrapped__ = wrapped
+    wrapper.__poolwatch__ = True
+    return wrapper

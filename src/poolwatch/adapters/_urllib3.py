@@ -1,0 +1,156 @@
+"""urllib3 (and so requests and botocore): hooks at ``HTTPConnectionPool``.
+
+Checkout is ``_get_conn``, checkin ``_put_conn``. On error paths urllib3 closes the connection
+and returns ``None`` in its place (``_put_conn(None)``); that is paired with the lease the same
+thread took last from the same pool, since ``urlopen`` runs both calls in one thread with no
+other checkout of that pool between them. ``_make_request`` gives the response: its facts go on
+the lease and, when the response holds the connection (streaming), the response becomes the
+lease's owner: collected while still leased means the slot is lost for good (see FACTS.md).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Any
+
+from .._models import ResponseFacts
+from ._base import Adapter, wraps
+
+if TYPE_CHECKING:
+    from .._tracker import PoolRecord, PoolStats, Tracker
+
+__all__ = ["Urllib3Adapter", "pool_name", "response_facts"]
+
+
+def pool_name(pool: Any) -> str:
+    """`http://127.0.0.1:8080`: scheme, host and port only, so never credentials or paths."""
+    host = pool.host or ""
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"{pool.scheme}://{host}:{pool.port}"
+
+
+def _stats(pool: Any) -> PoolStats:
+    queue = pool.pool
+    if queue is None:  # closed
+        return None, 0, 0
+    idle = sum(1 for conn in list(queue.queue) if conn is not None)
+    waiters = getattr(getattr(queue, "not_empty", None), "_waiters", None)
+    return queue.maxsize, idle, len(waiters) if waiters is not None else None
+
+
+def _idle_of(pool: Any) -> list[Any]:
+    queue = pool.pool
+    if queue is None:
+        return []
+    return [conn.sock for conn in list(queue.queue) if conn is not None and conn.sock is not None]
+
+
+def _socket_of(conn: Any) -> Any:
+    return getattr(conn, "sock", None)
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def response_facts(response: Any) -> ResponseFacts:
+    """Status, content type and framing of a urllib3 response; no header values beyond those."""
+    headers = response.headers
+    return ResponseFacts(
+        status=response.status,
+        content_type=headers.get("content-type"),
+        content_length=_int(headers.get("content-length")),
+        chunked=bool(getattr(response, "chunked", False)),
+    )
+
+
+class Urllib3Adapter(Adapter):
+    name = "urllib3"
+    module = "urllib3"
+    distribution = "urllib3"
+    tested = ((2, 0), (3, 0))
+
+    def _install(self, tracker: Tracker) -> None:
+        from urllib3 import connectionpool
+        from urllib3.exceptions import EmptyPoolError
+
+        cls = connectionpool.HTTPConnectionPool
+        last = threading.local()
+        find_pool = tracker.find_pool
+
+        def record_of(pool: Any) -> PoolRecord:
+            return find_pool(pool) or tracker.pool(
+                pool,
+                "urllib3",
+                pool_name(pool),
+                stats=_stats,
+                socket_of=_socket_of,
+                idle_of=_idle_of,
+            )
+
+        original_get = cls._get_conn
+        original_put = cls._put_conn
+        original_make = cls._make_request
+
+        def _get_conn(self: Any, timeout: float | None = None) -> Any:
+            try:
+                record = record_of(self)
+                site = tracker.capture()
+                token = tracker.wait_begin(record, site) if self.block else None
+            except Exception as exc:
+                tracker.internal_error("urllib3.checkout", exc)
+                return original_get(self, timeout)
+            try:
+                conn = original_get(self, timeout)
+            except EmptyPoolError as exc:
+                if token is not None:
+                    tracker.wait_end(token)
+                    token = None
+                try:
+                    tracker.exhausted(record, exc)
+                except Exception as inner:
+                    tracker.internal_error("urllib3.exhausted", inner)
+                raise
+            finally:
+                if token is not None:
+                    tracker.wait_end(token)
+            try:
+                last.lease = tracker.checkout(record, id(conn), conn, site)
+            except Exception as exc:
+                tracker.internal_error("urllib3.checkout", exc)
+            return conn
+
+        def _put_conn(self: Any, conn: Any) -> None:
+            try:
+                record = find_pool(self)
+                if record is not None:
+                    if conn is not None:
+                        tracker.checkin(record, id(conn))
+                    else:
+                        lease = getattr(last, "lease", None)
+                        if lease is not None and lease.pool is record and lease.live:
+                            tracker.checkin_record(lease, "discarded")
+            except Exception as exc:
+                tracker.internal_error("urllib3.checkin", exc)
+            return original_put(self, conn)
+
+        def _make_request(self: Any, conn: Any, *args: Any, **kwargs: Any) -> Any:
+            response = original_make(self, conn, *args, **kwargs)
+            try:
+                record = find_pool(self)
+                lease = tracker.lease_of(record, id(conn)) if record is not None else None
+                if lease is not None:
+                    tracker.attach_response(lease, response_facts(response))
+                    if getattr(response, "_connection", None) is not None:
+                        tracker.set_owner(lease, response)
+            except Exception as exc:
+                tracker.internal_error("urllib3.response", exc)
+            return response
+
+        self.patcher.patch(cls, "_get_conn", wraps(_get_conn, original_get))
+        self.patcher.patch(cls, "_put_conn", wraps(_put_conn, original_put))
+        self.patcher.patch(cls, "_make_request", wraps(_make_request, original_make))
