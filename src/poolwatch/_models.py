@@ -16,13 +16,12 @@ __all__ = [
     "Waiter",
 ]
 
-_CWD = os.getcwd()
-
 
 def _short_path(path: str) -> str:
     """A path relative to the working directory when it lies below it, else as it is."""
-    if path.startswith(_CWD + os.sep):
-        return path[len(_CWD) + 1 :]
+    cwd = os.getcwd()
+    if path.startswith(cwd + os.sep):
+        return path[len(cwd) + 1 :]
     return path
 
 
@@ -136,7 +135,7 @@ class Lease:
         first = f"{self.pool}: {self.callsite}"
         what = {
             "leased": "leased",
-            "lost": "response collected while leased, slot never returned; leased",
+            "lost": "dropped unread, its slot never returned to the pool; leased",
             "closed": "pool closed while leased; leased",
             "gc_returned": "returned only by the garbage collector; leased",
             "orphaned": "orphaned by the library; leased",

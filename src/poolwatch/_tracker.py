@@ -441,7 +441,6 @@ class Tracker:
                     continue
                 del pool.leases[record.key]
                 record.state = "lost"
-                record.note = "its owner was garbage collected; the slot was never returned"
                 record.owner_ref = None
                 pool.lost.append(record)
                 if len(pool.lost) > self.max_lost_per_pool:
@@ -454,7 +453,7 @@ class Tracker:
                     "leak.confirmed",
                     pool.label,
                     now + self._wall_offset,
-                    record.note,
+                    "its owner was garbage collected while leased; the slot is lost",
                     self._freeze(record, now),
                 )
             )
@@ -466,6 +465,9 @@ class Tracker:
                     continue
                 del self._pools[key]
                 doomed = list(dead.leases.values())
+                # Lost leases were counted when their owner died; keep them reportable.
+                self._ended_leaks.extend(dead.lost)
+                dead.lost.clear()
             for record in doomed:
                 self._end(record, "closed", "the pool was garbage collected while leased")
         for event in events:

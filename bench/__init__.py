@@ -1,0 +1,1 @@
+"""Benchmarks: side-by-side runs that print tables of ratios against a baseline."""

@@ -1,0 +1,63 @@
+"""Shared by every benchmark: alternate variants in one run, report medians and ratios."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Sequence
+
+__all__ = ["alternate", "print_table", "time_calls"]
+
+
+def time_calls(fn: Callable[[], object], n: int) -> float:
+    """Seconds per call of ``fn`` over ``n`` calls."""
+    start = time.perf_counter()
+    for _ in range(n):
+        fn()
+    return (time.perf_counter() - start) / n
+
+
+def alternate(
+    variants: dict[str, Callable[[], object]],
+    *,
+    calls: int,
+    rounds: int = 7,
+    setup: dict[str, Callable[[], object]] | None = None,
+    teardown: dict[str, Callable[[], object]] | None = None,
+) -> dict[str, float]:
+    """Median seconds per call of each variant, run in turn ``rounds`` times (ABAB...).
+
+    Alternating in one process cancels most drift (CPU frequency, other load) that two
+    separate runs would bake into the ratio. ``setup``/``teardown`` run around each variant's
+    turn (e.g. instrument / uninstrument), outside the timing.
+    """
+    samples: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(rounds):
+        for name, fn in variants.items():
+            if setup and name in setup:
+                setup[name]()
+            fn()  # warm up this turn
+            samples[name].append(time_calls(fn, calls))
+            if teardown and name in teardown:
+                teardown[name]()
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def print_table(
+    title: str,
+    rows: Sequence[tuple[str, float]],
+    baseline: str,
+    unit: str = "us",
+    scale: float = 1e6,
+    limit: float | None = None,
+) -> None:
+    """One table: each row's time and its ratio to ``baseline``; marks rows over ``limit``."""
+    base = dict(rows)[baseline]
+    print(f"\n{title}")
+    print(f"  {'variant':<44} {unit:>10} {'ratio':>8}")
+    for name, value in rows:
+        ratio = value / base if base else float("nan")
+        flag = ""
+        if limit is not None and name != baseline:
+            flag = "  ok" if ratio <= limit else f"  OVER {limit}"
+        print(f"  {name:<44} {value * scale:>10.2f} {ratio:>8.3f}{flag}")
