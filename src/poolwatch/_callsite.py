@@ -48,6 +48,7 @@ default_library_modules: tuple[str, ...] = (
 )
 
 _MAX_INTERNED = 100_000
+_UNKNOWN: tuple[CallSite, tuple[CallSite, ...]] = (UNKNOWN_CALLSITE, ())
 
 
 def _module_dirs(names: Iterable[str]) -> list[str]:
@@ -84,7 +85,10 @@ class CallSiteFinder:
         self._stdlib_prefixes = tuple(_stdlib_dirs())
         self._getframe = _getframe
         self._skip: dict[str, bool] = {}
-        self._interned: dict[tuple[int, int], tuple[CallSite, CodeType]] = {}
+        self._interned: dict[
+            tuple[int, int], tuple[tuple[CallSite, tuple[CallSite, ...]], CodeType]
+        ] = {}
+        self._sites: dict[CallSite, CallSite] = {}
         self._lock = threading.Lock()
 
     def add_library_modules(self, names: Iterable[str]) -> None:
@@ -104,7 +108,11 @@ class CallSiteFinder:
         return False
 
     def capture(self, depth: int = 0) -> tuple[CallSite, tuple[CallSite, ...]]:
-        """The call site, and up to ``depth`` further user frames outward (a short stack)."""
+        """The call site, and up to ``depth`` further user frames outward (a short stack).
+
+        Returns one interned ``(site, stack)`` pair per call point: the hot path allocates
+        nothing once a line has been seen.
+        """
         frame: FrameType | None = self._getframe(1)
         skip = self._skip
         while frame is not None:
@@ -116,10 +124,35 @@ class CallSiteFinder:
                 break
             frame = frame.f_back
         if frame is None:
-            return UNKNOWN_CALLSITE, ()
-        site = self._intern(frame)
-        if not depth:
-            return site, ()
+            return _UNKNOWN
+        if depth:
+            return self._with_stack(frame, depth)
+        # f_lasti is O(1) where f_lineno walks the line table: key on the instruction and
+        # compute the line once per call point. The code object is pinned in the value so its
+        # id cannot be reused while the entry exists.
+        hit = self._interned.get((id(frame.f_code), frame.f_lasti))
+        if hit is not None:
+            return hit[0]
+        return self._intern(frame)
+
+    def _intern(self, frame: FrameType) -> tuple[CallSite, tuple[CallSite, ...]]:
+        code = frame.f_code
+        pair: tuple[CallSite, tuple[CallSite, ...]] = (self._site(frame), ())
+        if len(self._interned) < _MAX_INTERNED:
+            with self._lock:
+                pair = self._interned.setdefault((id(code), frame.f_lasti), (pair, code))[0]
+        return pair
+
+    def _site(self, frame: FrameType) -> CallSite:
+        code = frame.f_code
+        site = CallSite(
+            code.co_filename, frame.f_lineno or 0, getattr(code, "co_qualname", code.co_name)
+        )
+        # One CallSite object per line, so Counters keyed by call site merge equal lines.
+        return self._sites.setdefault(site, site) if len(self._sites) < _MAX_INTERNED else site
+
+    def _with_stack(self, frame: FrameType, depth: int) -> tuple[CallSite, tuple[CallSite, ...]]:
+        skip = self._skip
         stack: list[CallSite] = []
         outer = frame.f_back
         while outer is not None and len(stack) < depth:
@@ -128,24 +161,6 @@ class CallSiteFinder:
             if is_lib is None:
                 is_lib = skip[filename] = self.is_library(filename)
             if not is_lib:
-                stack.append(self._intern(outer))
+                stack.append(self._site(outer))
             outer = outer.f_back
-        return site, tuple(stack)
-
-    def _intern(self, frame: FrameType) -> CallSite:
-        code = frame.f_code
-        lineno = frame.f_lineno or 0
-        # Keyed by id(code) with the code object pinned in the value, so the id stays unique.
-        key = (id(code), lineno)
-        hit = self._interned.get(key)
-        if hit is not None:
-            return hit[0]
-        site = CallSite(
-            code.co_filename,
-            lineno,
-            getattr(code, "co_qualname", code.co_name),
-        )
-        if len(self._interned) < _MAX_INTERNED:
-            with self._lock:
-                self._interned.setdefault(key, (site, code))
-        return site
+        return self._site(frame), tuple(stack)

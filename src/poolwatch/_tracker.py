@@ -11,6 +11,7 @@ while this thread holds the lock. They append to a deque that the next tracker c
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import sys
@@ -20,6 +21,7 @@ import weakref
 from collections import Counter, deque
 from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import suppress
+from threading import current_thread
 from typing import Any, Protocol
 
 from ._callsite import CallSiteFinder
@@ -115,25 +117,33 @@ class PoolRecord:
 
 
 class LeaseRecord:
-    """The tracker's mutable record of one lease; frozen into a ``Lease`` for consumers."""
+    """The tracker's mutable record of one lease; frozen into a ``Lease`` for consumers.
+
+    Only what a checkout knows is set in ``__init__`` (this is the hot path); ``response``,
+    ``note``, ``state`` and ``owner_ref`` are set when they become known and read with
+    defaults (``_get``) otherwise.
+    """
 
     __slots__ = (
         "acquired_at",
-        "callsite",
         "connection",
         "key",
-        "live",
         "note",
         "owner_ref",
         "pool",
         "response",
         "seq",
-        "stack",
+        "site",
         "state",
         "task_name",
-        "thread_id",
-        "thread_name",
+        "thread",
     )
+
+    # Set later, when known; declared for type checkers (read through ``_get``).
+    note: str | None
+    owner_ref: weakref.ref[Any] | None
+    response: ResponseFacts | None
+    state: str
 
     def __init__(
         self,
@@ -141,27 +151,26 @@ class LeaseRecord:
         key: int,
         connection: weakref.ref[Any] | None,
         acquired_at: float,
-        callsite: CallSite,
-        stack: tuple[CallSite, ...],
-        thread_id: int,
-        thread_name: str,
+        site: tuple[CallSite, tuple[CallSite, ...]],
+        thread: threading.Thread,
         task_name: str | None,
+        seq: int,
     ) -> None:
         self.pool = pool
         self.key = key
         self.connection = connection
         self.acquired_at = acquired_at
-        self.callsite = callsite
-        self.stack = stack
-        self.thread_id = thread_id
-        self.thread_name = thread_name
+        self.site = site
+        self.thread = thread
         self.task_name = task_name
-        self.seq = 0
-        self.live = True
-        self.state = "leased"
-        self.note: str | None = None
-        self.response: ResponseFacts | None = None
-        self.owner_ref: weakref.ref[Any] | None = None
+        self.seq = seq
+
+    @property
+    def callsite(self) -> CallSite:
+        return self.site[0]
+
+    def _get(self, name: str, default: Any = None) -> Any:
+        return getattr(self, name, default)
 
 
 def _task_name() -> str | None:
@@ -220,11 +229,14 @@ class Tracker:
         self.max_lost_per_pool = max_lost_per_pool
         self._lock = threading.Lock()
         self._seq = 0
+        # next() on itertools.count is atomic under the GIL: seq needs no lock.
+        self._seq_counter = itertools.count(1)
         self._pools: dict[int, PoolRecord] = {}
         self._waiters: dict[int, tuple[PoolRecord, float, str, CallSite]] = {}
         self._events: deque[Event] = deque(maxlen=event_history)
         self._ended_leaks: deque[LeaseRecord] = deque(maxlen=leak_history)
         self._collected: deque[LeaseRecord] = deque()
+        self._gc_ended: deque[tuple[LeaseRecord, str, str | None]] = deque()
         self._dead_pools: deque[int] = deque()
         self._subscribers: list[Callable[[Event], None]] = []
         self.internal_errors: Counter[str] = Counter()
@@ -280,10 +292,10 @@ class Tracker:
         site: tuple[CallSite, tuple[CallSite, ...]] | None = None,
     ) -> LeaseRecord:
         """Record that ``key`` (the connection's id) left ``pool`` for the current caller."""
-        if self._collected or self._dead_pools:
+        if self._collected or self._gc_ended or self._dead_pools:
             self._drain()
-        callsite, stack = site if site is not None else self.callsites.capture(self.stack_depth)
-        thread = threading.current_thread()
+        if site is None:
+            site = self.callsites.capture(self.stack_depth)
         conn_ref = None
         if connection is not None:
             with suppress(TypeError):
@@ -293,18 +305,18 @@ class Tracker:
             key,
             conn_ref,
             self._clock(),
-            callsite,
-            stack,
-            thread.ident or 0,
-            thread.name,
-            _task_name(),
+            site,
+            current_thread(),
+            _task_name() if "asyncio" in sys.modules else None,
+            next(self._seq_counter),
         )
+        leases = pool.leases
         with self._lock:
-            self._seq += 1
-            record.seq = self._seq
-            previous = pool.leases.get(key)
-            pool.leases[key] = record
+            previous = leases.get(key)
+            leases[key] = record
             pool.checkouts += 1
+            if record.seq > self._seq:
+                self._seq = record.seq
         if previous is not None:
             # The same connection leased twice without a checkin: the library reused it under
             # us. The older lease cannot still hold it; close it as an orphan.
@@ -318,10 +330,9 @@ class Tracker:
             if record is None:
                 return None
             pool.checkins += 1
-            record.live = False
             record.state = how
             record.owner_ref = None
-        if self._collected or self._dead_pools:
+        if self._collected or self._gc_ended or self._dead_pools:
             self._drain()
         return record
 
@@ -336,7 +347,6 @@ class Tracker:
             else:
                 return False
             pool.checkins += 1
-            record.live = False
             record.state = how
             record.owner_ref = None
         return True
@@ -405,6 +415,14 @@ class Tracker:
             return False
         return self._end(record, state, note)
 
+    def end_soon(self, record: LeaseRecord, state: str, note: str | None = None) -> None:
+        """``end`` for garbage-collector callbacks: takes no lock; the next tracker call applies it.
+
+        A library that returns a connection from a finalizer (SQLAlchemy's ``_finalize_fairy``)
+        may run it inside an allocation made while this thread holds the lock.
+        """
+        self._gc_ended.append((record, state, note))
+
     def _end(self, record: LeaseRecord, state: str, note: str | None) -> bool:
         pool = record.pool
         with self._lock:
@@ -414,7 +432,6 @@ class Tracker:
                 pool.lost.remove(record)
             else:
                 return False
-            record.live = False
             record.state = state
             record.note = note
             record.owner_ref = None
@@ -431,20 +448,23 @@ class Tracker:
 
     def _drain(self) -> None:
         """Process owners and pools that the garbage collector took since the last call."""
+        while self._gc_ended:
+            ended, state, note = self._gc_ended.popleft()
+            self._end(ended, state, note)
         events = []
         now = self._clock()
         while self._collected:
             record = self._collected.popleft()
             pool = record.pool
             with self._lock:
-                if not record.live or pool.leases.get(record.key) is not record:
+                if pool.leases.get(record.key) is not record:
                     continue
                 del pool.leases[record.key]
                 record.state = "lost"
                 record.owner_ref = None
                 pool.lost.append(record)
                 if len(pool.lost) > self.max_lost_per_pool:
-                    pool.lost.popleft().live = False
+                    pool.lost.popleft()
                     pool.lost_evicted += 1
                 pool.confirmed_leaks += 1
                 pool.leaks_by_callsite[record.callsite] += 1
@@ -630,15 +650,15 @@ class Tracker:
             acquired_at=record.acquired_at,
             acquired_wall=record.acquired_at + self._wall_offset,
             age=now - record.acquired_at,
-            callsite=record.callsite,
-            stack=record.stack,
-            thread_id=record.thread_id,
-            thread_name=record.thread_name,
+            callsite=record.site[0],
+            stack=record.site[1],
+            thread_id=record.thread.ident or 0,
+            thread_name=record.thread.name,
             task_name=record.task_name,
-            response=record.response,
-            state=record.state,
+            response=record._get("response"),
+            state=record._get("state", "leased"),
             socket=socket_info,
-            note=record.note,
+            note=record._get("note"),
         )
 
     def pool_snapshot(self, pool: PoolRecord, *, sockets: bool = False) -> PoolSnapshot:

@@ -132,7 +132,7 @@ class Urllib3Adapter(Adapter):
                         tracker.checkin(record, id(conn))
                     else:
                         lease = getattr(last, "lease", None)
-                        if lease is not None and lease.pool is record and lease.live:
+                        if lease is not None and lease.pool is record:
                             tracker.checkin_record(lease, "discarded")
             except Exception as exc:
                 tracker.internal_error("urllib3.checkin", exc)
