@@ -1,0 +1,171 @@
+"""The tracker and call-site capture, through real requests where the behaviour is the user's."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import time
+import weakref
+from collections.abc import Iterator
+
+import pytest
+import requests
+
+import poolwatch
+from poolwatch import Tracker
+from poolwatch._callsite import CallSiteFinder
+
+from . import _wrapper
+
+LEAK = pytest.mark.allow_leaks(reason="leaks on purpose to check what poolwatch reports")
+
+
+@pytest.fixture
+def tracker() -> Iterator[Tracker]:
+    """A fresh tracker fed by the installed adapters; the default one is put back afterwards."""
+    previous = poolwatch.get_tracker()
+    fresh = Tracker()
+    poolwatch.instrument(tracker=fresh)
+    yield fresh
+    poolwatch.instrument(tracker=previous)
+
+
+class _Owner:
+    """Something a lease can be owned by (weak-referenceable)."""
+
+
+def test_call_site_skips_standard_library_frames() -> None:
+    """capture() called by stdlib code (weakref.finalize.__call__) lands on this test."""
+    finder = CallSiteFinder()
+    owner = _Owner()
+    via_stdlib = weakref.finalize(owner, finder.capture)  # its __call__ is weakref.py code
+    site, stack = via_stdlib()
+    assert site.filename == __file__
+    assert site.function == "test_call_site_skips_standard_library_frames"
+    assert stack == ()
+    direct_site, _ = finder.capture()
+    assert direct_site.filename == __file__
+
+
+@LEAK
+def test_call_site_moves_past_a_declared_wrapper(tracker: Tracker, server: str) -> None:
+    """A company wrapper is the call site until declared a library; then its caller is."""
+    with requests.Session() as session:
+        first = _wrapper.get_streamed(session, server + "/ok")
+        tracker.callsites.add_library_modules(["tests._wrapper"])
+        second = _wrapper.get_streamed(session, server + "/ok")
+        sites = [lease.callsite for lease in tracker.snapshot().leases]
+        assert sites[0].filename == _wrapper.__file__
+        assert sites[0].function == "get_streamed"
+        assert sites[1].filename == __file__
+        assert sites[1].function == "test_call_site_moves_past_a_declared_wrapper"
+        first.close()
+        second.close()
+
+
+@LEAK
+def test_call_sites_are_interned_per_line(tracker: Tracker, server: str) -> None:
+    """Leases from one line share one CallSite object, whatever the number of leases."""
+    with requests.Session() as session:
+        kept = [session.get(server + "/ok", stream=True) for _ in range(3)]
+        sites = [lease.callsite for lease in tracker.snapshot().leases]
+        assert len(sites) == 3
+        assert sites[0] is sites[1] is sites[2]
+        for response in kept:
+            response.close()
+
+
+@LEAK
+def test_short_stack_on_demand(server: str) -> None:
+    """stack_depth=N records the user frames that led to the call site, outward."""
+    previous = poolwatch.get_tracker()
+    deep = Tracker(stack_depth=2)
+    poolwatch.instrument(tracker=deep)
+    try:
+
+        def inner(session: requests.Session) -> requests.Response:
+            return session.get(server + "/ok", stream=True)
+
+        def outer(session: requests.Session) -> requests.Response:
+            return inner(session)
+
+        with requests.Session() as session:
+            response = outer(session)
+            (lease,) = deep.snapshot().leases
+            assert lease.callsite.function.endswith("inner")
+            assert [frame.function.rsplit(".", 1)[-1] for frame in lease.stack] == [
+                "outer",
+                "test_short_stack_on_demand",
+            ]
+            assert "called from" in lease.describe()
+            response.close()
+    finally:
+        poolwatch.instrument(tracker=previous)
+
+
+def test_lost_leases_are_capped_per_pool_but_still_counted() -> None:
+    """Past max_lost_per_pool, old lost leases are dropped from detail but stay in `leased`."""
+    tracker = Tracker(max_lost_per_pool=2)
+    pool_obj = _Owner()
+    pool = tracker.pool(pool_obj, "test", "capped")
+    owners = [_Owner() for _ in range(5)]
+    for owner in owners:
+        lease = tracker.checkout(pool, id(owner), owner)
+        tracker.set_owner(lease, owner)
+    del owner, lease
+    owners.clear()
+    gc.collect()
+    (snap,) = tracker.snapshot().pools
+    assert snap.leased == 5
+    assert snap.confirmed_leaks == 5
+    assert len(snap.leases) == 2
+    assert all(lease.state == "lost" for lease in snap.leases)
+
+
+def test_a_failing_subscriber_is_counted_not_raised() -> None:
+    """An event consumer that raises does not break the tracker; the fault is counted."""
+    tracker = Tracker()
+    seen = []
+    tracker.subscribe(lambda event: 1 / 0)
+    tracker.subscribe(seen.append)
+    pool = tracker.pool(_Owner(), "test", "p")
+    assert "is exhausted" in tracker.exhausted(pool)
+    assert [event.kind for event in seen] == ["exhausted"]
+    assert tracker.internal_errors["subscriber"] == 1
+
+
+def test_lease_records_wall_clock_and_task() -> None:
+    """A lease taken inside a task records the task name and a wall-clock time."""
+    tracker = Tracker()
+    pool_obj = _Owner()
+    pool = tracker.pool(pool_obj, "test", "p")
+    conn = _Owner()
+
+    async def take() -> None:
+        tracker.checkout(pool, id(conn), conn)
+
+    async def main() -> None:
+        await asyncio.create_task(take(), name="taker-7")
+
+    before = time.time()
+    asyncio.run(main())
+    (lease,) = tracker.snapshot().leases
+    assert lease.task_name == "taker-7"
+    assert lease.where == "task taker-7 on thread MainThread"
+    assert before - 1 <= lease.acquired_wall <= time.time() + 1
+    tracker.checkin(pool, id(conn))
+
+
+def test_pool_collected_while_leased_ends_its_leases_as_closed() -> None:
+    """A pool object that disappears with leases out reports them as confirmed leaks."""
+    tracker = Tracker()
+    pool_obj = _Owner()
+    pool = tracker.pool(pool_obj, "test", "doomed")
+    conn = _Owner()
+    mark = tracker.seq
+    tracker.checkout(pool, id(conn), conn)
+    del pool_obj, pool
+    gc.collect()
+    (leak,) = tracker.leaks_since(mark)
+    assert leak.state == "closed"
+    assert "garbage collected while leased" in (leak.note or "")
