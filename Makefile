@@ -27,7 +27,7 @@ bench: setup
 	$(BIN)/python -m bench
 
 demo: setup
-	$(BIN)/python -m poolwatch.demo $(DEMO_ARGS)
+	$(BIN)/poolwatch demo $(DEMO_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist .mypy_cache .pytest_cache .ruff_cache

@@ -82,6 +82,8 @@ class CallSiteFinder:
         _getframe: Callable[[int], FrameType] = sys._getframe,
     ) -> None:
         self._library_prefixes = tuple(_module_dirs(library_modules))
+        # poolwatch.examples is user code by design: the demo's call sites must point there.
+        self._user_prefixes = (os.path.join(os.path.dirname(__file__), "examples", ""),)
         self._stdlib_prefixes = tuple(_stdlib_dirs())
         self._getframe = _getframe
         self._skip: dict[str, bool] = {}
@@ -100,6 +102,8 @@ class CallSiteFinder:
         """True for files of known libraries, the stdlib and frozen/built-in code."""
         if filename.startswith("<frozen") or filename.startswith("<built-in"):
             return True
+        if filename.startswith(self._user_prefixes):
+            return False
         if filename.startswith(self._library_prefixes):
             return True
         if filename.startswith(self._stdlib_prefixes):

@@ -21,8 +21,9 @@ import pytest
 from .._api import get_tracker, instrument, instrumented, uninstrument
 from .._errors import PoolwatchWarning
 from .._report import format_leaks
+from ._fixtures import downstream  # pytest finds fixtures by module attribute
 
-__all__ = ["PoolwatchLeakWarning"]
+__all__ = ["PoolwatchLeakWarning", "downstream"]
 
 MODES = ("fail", "warn", "off")
 _HELP = (
