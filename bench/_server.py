@@ -47,7 +47,8 @@ def start() -> tuple[str, Callable[[], None]]:
     port = int(proc.stdout.readline())
 
     def stop() -> None:
-        assert proc.stdin is not None and proc.stdout is not None
+        assert proc.stdin is not None
+        assert proc.stdout is not None
         proc.stdin.close()
         proc.wait(10)
         proc.stdout.close()
