@@ -12,6 +12,9 @@ BENCHES: list[str] = [
     "bench.alerts",
     "bench.census",
     "bench.hunt",
+    "bench.sqlalchemy_loop",
+    "bench.aiohttp_loop",
+    "bench.httpx_loop",
 ]
 
 
