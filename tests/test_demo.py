@@ -7,7 +7,7 @@ import sys
 
 
 def test_demo_replays_the_incident_and_the_fix() -> None:
-    """The demo names the leaking line and response, shows the waiter, then a flat pool."""
+    """The demo names the leak, mails the 75% alert, shows the waiter, the fix and the hunt."""
     result = subprocess.run(
         [sys.executable, "-m", "poolwatch", "demo"],
         capture_output=True,
@@ -25,3 +25,7 @@ def test_demo_replays_the_incident_and_the_fix() -> None:
     assert "EmptyPoolError" in out
     assert "is exhausted." in out
     assert "100 checks, 0 connections leaked." in out
+    assert "Subject: [poolwatch] FIRING warning: urllib3 http://127.0.0.1:" in out
+    assert "6 of 8 connections leased (75%)" in out
+    assert "permission_check: 10 of 10 scenarios leak" in out
+    assert "permission_check_fixed: 0 of 10 scenarios leak" in out

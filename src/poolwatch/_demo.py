@@ -30,6 +30,7 @@ def run() -> int:
     import urllib3
 
     import poolwatch
+    from poolwatch.alerts import SmtpSink
     from poolwatch.examples.incident import (
         check_permission,
         check_permission_fixed,
@@ -40,7 +41,7 @@ def run() -> int:
     poolwatch.instrument("urllib3")
     tracker = poolwatch.get_tracker()
 
-    with Downstream(load_balancer=True) as downstream:
+    with Downstream(load_balancer=True) as downstream, SmtpSink() as mailbox:
         # The downstream's own 403 has no body (what the mock returned); the load balancer in
         # front of it replaces every 4xx/5xx body with its HTML error page.
         downstream.route("/permissions/alice", status=403, body="empty")
@@ -52,8 +53,40 @@ def run() -> int:
             requests.adapters.HTTPAdapter(pool_maxsize=POOL_SIZE, pool_block=True),
         )
 
+        # The lesson "a pool at ~75% should alert, and alerts must be proven to arrive": an
+        # embedded SMTP server stands in for the on-call mailbox.
+        runtime = poolwatch.start(
+            {
+                "interval": 0.2,
+                "log": False,
+                "pools": [f"* {downstream.url}"],
+                "rules": {"warning_for": 0, "critical_for": 0},
+                "smtp": {
+                    "host": mailbox.host,
+                    "port": mailbox.port,
+                    "sender": "poolwatch@localhost",
+                    "to": ["oncall@localhost"],
+                },
+            },
+            instrument=["urllib3"],
+            spool=False,
+        )
+
         _heading(f"1. The leak: {POOL_SIZE} permission checks answered 403 through the LB")
-        for _ in range(POOL_SIZE):
+        warn_at = POOL_SIZE * 3 // 4
+        for _ in range(warn_at):
+            check_permission(session, url)
+        _say(
+            f"{warn_at} of {POOL_SIZE} connections leaked: the pool is at 75%. The on-call mailbox:"
+        )
+        if mailbox.wait(1, timeout=10):
+            message = mailbox.messages[0]
+            _say(f"  Subject: {message['Subject']}")
+            for line in str(message.get_content()).strip().splitlines():
+                _say(f"  | {line}")
+        else:
+            _say("  (no e-mail arrived within 10 s)")
+        for _ in range(POOL_SIZE - warn_at):
             check_permission(session, url)
         (pool,) = [p for p in poolwatch.pools() if p.name == downstream.url]
         _say(repr(pool))
@@ -106,10 +139,37 @@ def run() -> int:
             _say(repr(fixed_pool[0]))
         _say(f"100 checks, {len(leaks)} connections leaked.")
         fixed.close()
-    ok = pool.leased == POOL_SIZE and not leaks
+        runtime.stop()
+        mailed = bool(mailbox.messages)
+
+    _heading("4. The hunt: which downstream responses make this code leak?")
+    leaky_report, fixed_report = _hunt()
+    _say(leaky_report.text())
+    _say()
+    _say(fixed_report.text())
+    hunted = bool(leaky_report.leaking) and not fixed_report.failing
+    ok = pool.leased == POOL_SIZE and not leaks and mailed and hunted
     _say()
     _say("The demo played out as expected." if ok else "UNEXPECTED: see the figures above.")
     return 0 if ok else 1
+
+
+#: The hunt's scenarios for the demo: the incident's 403s and the responses around them.
+HUNT_PATTERNS = (
+    "200 json identity keep-alive",
+    "204 *",
+    "403 * identity keep-alive",
+    "403 empty identity load-balancer",
+    "200 reset-mid-body *",
+)
+
+
+def _hunt() -> tuple[Any, Any]:
+    from poolwatch.examples.incident import permission_check, permission_check_fixed
+    from poolwatch.testing import default_scenarios, hunt, select
+
+    scenarios = select(default_scenarios(), HUNT_PATTERNS)
+    return hunt(permission_check, scenarios), hunt(permission_check_fixed, scenarios)
 
 
 def _group(leases: Any) -> list[str]:
