@@ -13,6 +13,7 @@ BENCHES: list[str] = [
     "bench.census",
     "bench.hunt",
     "bench.sqlalchemy_loop",
+    "bench.redis_loop",
     "bench.aiohttp_loop",
     "bench.httpx_loop",
 ]

@@ -30,13 +30,14 @@ def run() -> int:
     import urllib3
 
     import poolwatch
-    from poolwatch.alerts import SmtpSink
+    from poolwatch._runtime import start
+    from poolwatch.alerts._smtpsink import SmtpSink
     from poolwatch.examples.incident import (
         check_permission,
         check_permission_fixed,
         check_permission_urllib3,
     )
-    from poolwatch.testing import Downstream
+    from poolwatch.testing._downstream import Downstream
 
     poolwatch.instrument("urllib3")
     tracker = poolwatch.get_tracker()
@@ -55,7 +56,7 @@ def run() -> int:
 
         # The lesson "a pool at ~75% should alert, and alerts must be proven to arrive": an
         # embedded SMTP server stands in for the on-call mailbox.
-        runtime = poolwatch.start(
+        runtime = start(
             {
                 "interval": 0.2,
                 "log": False,
@@ -166,7 +167,8 @@ HUNT_PATTERNS = (
 
 def _hunt() -> tuple[Any, Any]:
     from poolwatch.examples.incident import permission_check, permission_check_fixed
-    from poolwatch.testing import default_scenarios, hunt, select
+    from poolwatch.testing._hunt import hunt
+    from poolwatch.testing._scenarios import default_scenarios, select
 
     scenarios = select(default_scenarios(), HUNT_PATTERNS)
     return hunt(permission_check, scenarios), hunt(permission_check_fixed, scenarios)
