@@ -8,6 +8,7 @@ response, shows the caller stuck waiting, and the fixed code keeps the pool flat
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from typing import Any
@@ -24,8 +25,11 @@ def _heading(text: str) -> None:
     _say(f"== {text} " + "=" * max(0, 74 - len(text)))
 
 
-def run() -> int:
-    """Replay the incident; returns the process exit code (0 when the story played out)."""
+def run(*, serve: bool = False) -> int:
+    """Replay the incident; returns the process exit code (0 when the story played out).
+
+    ``serve=True`` keeps the admin dashboard up after the story, until Ctrl-C.
+    """
     import requests
     import urllib3
 
@@ -71,7 +75,9 @@ def run() -> int:
             },
             instrument=["urllib3"],
             spool=False,
+            admin="127.0.0.1:0",
         )
+        _say(f"Dashboard (live during the demo): {runtime.admin.dashboard_url}")
 
         _heading(f"1. The leak: {POOL_SIZE} permission checks answered 403 through the LB")
         warn_at = POOL_SIZE * 3 // 4
@@ -140,7 +146,6 @@ def run() -> int:
             _say(repr(fixed_pool[0]))
         _say(f"100 checks, {len(leaks)} connections leaked.")
         fixed.close()
-        runtime.stop()
         mailed = bool(mailbox.messages)
 
     _heading("4. The hunt: which downstream responses make this code leak?")
@@ -149,6 +154,12 @@ def run() -> int:
     _say()
     _say(fixed_report.text())
     hunted = bool(leaky_report.leaking) and not fixed_report.failing
+    if serve:
+        _say()
+        _say(f"Serving the dashboard at {runtime.admin.dashboard_url} until Ctrl-C.")
+        with contextlib.suppress(KeyboardInterrupt):
+            runtime.admin.wait()
+    runtime.stop()
     ok = pool.leased == POOL_SIZE and not leaks and mailed and hunted
     _say()
     _say("The demo played out as expected." if ok else "UNEXPECTED: see the figures above.")

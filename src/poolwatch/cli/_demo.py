@@ -6,8 +6,9 @@ import click
 
 
 @click.command()
-def demo() -> None:
+@click.option("--serve", is_flag=True, help="Keep the dashboard up after the demo, until Ctrl-C.")
+def demo(serve: bool) -> None:
     """Replay the incident: a pool drained by unread 403 responses, diagnosed, then fixed."""
     from .._demo import run
 
-    raise SystemExit(run())
+    raise SystemExit(run(serve=serve))
