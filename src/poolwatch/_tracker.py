@@ -338,17 +338,24 @@ class Tracker:
 
     def checkin_record(self, record: LeaseRecord, how: str = "returned") -> bool:
         """Check in a known lease record (for libraries that return a connection as None)."""
-        pool = record.pool
         with self._lock:
-            if pool.leases.get(record.key) is record:
-                del pool.leases[record.key]
-            elif record in pool.lost:
-                pool.lost.remove(record)
-            else:
+            if not self._detach(record):
                 return False
-            pool.checkins += 1
+            record.pool.checkins += 1
             record.state = how
             record.owner_ref = None
+        return True
+
+    @staticmethod
+    def _detach(record: LeaseRecord) -> bool:
+        """Remove a live or lost lease from its pool (call with the lock held)."""
+        pool = record.pool
+        if pool.leases.get(record.key) is record:
+            del pool.leases[record.key]
+        elif record in pool.lost:
+            pool.lost.remove(record)
+        else:
+            return False
         return True
 
     def lease_of(self, pool: PoolRecord, key: int) -> LeaseRecord | None:
@@ -426,11 +433,7 @@ class Tracker:
     def _end(self, record: LeaseRecord, state: str, note: str | None) -> bool:
         pool = record.pool
         with self._lock:
-            if pool.leases.get(record.key) is record:
-                del pool.leases[record.key]
-            elif record in pool.lost:
-                pool.lost.remove(record)
-            else:
+            if not self._detach(record):
                 return False
             record.state = state
             record.note = note
