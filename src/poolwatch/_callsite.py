@@ -49,6 +49,12 @@ default_library_modules: tuple[str, ...] = (
 
 _MAX_INTERNED = 100_000
 _UNKNOWN: tuple[CallSite, tuple[CallSite, ...]] = (UNKNOWN_CALLSITE, ())
+#: A request coroutine driven by its own task (``create_task(session.get(...))``) has no user
+#: frame: the walk reaches the event loop. Saying so beats blaming the ``asyncio.run`` line.
+TASK_CALLSITE = CallSite("<asyncio task>", 0, "<request run as its own task: no user frame>")
+_TASK: tuple[CallSite, tuple[CallSite, ...]] = (TASK_CALLSITE, ())
+# Frame kinds cached per file name.
+_USER, _LIBRARY, _LOOP = 0, 1, 2
 
 
 def _module_dirs(names: Iterable[str]) -> list[str]:
@@ -86,7 +92,9 @@ class CallSiteFinder:
         self._user_prefixes = (os.path.join(os.path.dirname(__file__), "examples", ""),)
         self._stdlib_prefixes = tuple(_stdlib_dirs())
         self._getframe = _getframe
-        self._skip: dict[str, bool] = {}
+        self._skip: dict[str, int] = {}
+        # Found without importing asyncio (start-up cost): its directory from the import system.
+        self._loop_files = tuple(d + "events.py" for d in _module_dirs(["asyncio"]))
         self._interned: dict[
             tuple[int, int], tuple[tuple[CallSite, tuple[CallSite, ...]], CodeType]
         ] = {}
@@ -97,6 +105,11 @@ class CallSiteFinder:
         """Treat these modules' frames as library frames too (a company's HTTP wrapper)."""
         self._library_prefixes += tuple(_module_dirs(names))
         self._skip.clear()
+
+    def _kind(self, filename: str) -> int:
+        if filename in self._loop_files:
+            return _LOOP
+        return _LIBRARY if self.is_library(filename) else _USER
 
     def is_library(self, filename: str) -> bool:
         """True for files of known libraries, the stdlib and frozen/built-in code."""
@@ -121,11 +134,13 @@ class CallSiteFinder:
         skip = self._skip
         while frame is not None:
             filename = frame.f_code.co_filename
-            is_lib = skip.get(filename)
-            if is_lib is None:
-                is_lib = skip[filename] = self.is_library(filename)
-            if not is_lib:
+            kind = skip.get(filename)
+            if kind is None:
+                kind = skip[filename] = self._kind(filename)
+            if kind == _USER:
                 break
+            if kind == _LOOP:
+                return _TASK
             frame = frame.f_back
         if frame is None:
             return _UNKNOWN
@@ -161,10 +176,12 @@ class CallSiteFinder:
         outer = frame.f_back
         while outer is not None and len(stack) < depth:
             filename = outer.f_code.co_filename
-            is_lib = skip.get(filename)
-            if is_lib is None:
-                is_lib = skip[filename] = self.is_library(filename)
-            if not is_lib:
+            kind = skip.get(filename)
+            if kind is None:
+                kind = skip[filename] = self._kind(filename)
+            if kind == _LOOP:
+                break
+            if kind == _USER:
                 stack.append(self._site(outer))
             outer = outer.f_back
         return self._site(frame), tuple(stack)

@@ -298,8 +298,10 @@ class Tracker:
             site = self.callsites.capture(self.stack_depth)
         conn_ref = None
         if connection is not None:
-            with suppress(TypeError):
+            try:  # noqa: SIM105 - contextlib.suppress costs an object per checkout
                 conn_ref = weakref.ref(connection)
+            except TypeError:
+                pass
         record = LeaseRecord(
             pool,
             key,

@@ -1,0 +1,139 @@
+"""aiohttp: a keep-alive GET loop, plain vs poolwatch vs OpenTelemetry's client instrumentation.
+
+One ``ClientSession`` per turn against the fast local server (bench/_server.py), each request
+``async with session.get(url) as r: await r.read()``, 200 sequential requests per timed call.
+The variants alternate in one run (ABCABC...), each turn with a session made after its
+instrumentation was switched on, because OpenTelemetry's instrumentor adds its TraceConfig only
+to sessions created while it is on:
+
+- plain aiohttp;
+- + poolwatch (the aiohttp adapter, call sites on): target ratio <= 1.03;
+- + OpenTelemetry ``AioHttpClientInstrumentor`` with the SDK's TracerProvider (always-on
+  sampling, a BatchSpanProcessor whose exporter drops the spans): the peer users already run
+  in production; poolwatch's overhead should sit below it.
+
+A second table gives the client process's CPU time per request over the same calls: on a busy
+machine wall time also carries the server's scheduling, CPU time only what the client spent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import aiohttp
+from opentelemetry.instrumentation.aiohttp_client import AioHttpClientInstrumentor
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+import poolwatch
+
+from ._common import alternate, print_table
+
+REQUESTS_PER_CALL = 200
+CALLS = 5
+ROUNDS = 9
+
+
+class _DropExporter(SpanExporter):
+    """Accepts and forgets spans: the instrumentation's cost without an exporter's I/O."""
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        return SpanExportResult.SUCCESS
+
+
+def main() -> None:
+    from ._server import start
+
+    was = poolwatch.instrumented()
+    poolwatch.uninstrument()
+    url, stop = start()
+    loop = asyncio.new_event_loop()
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(_DropExporter()))
+    otel = AioHttpClientInstrumentor()
+    state: dict[str, Any] = {}
+
+    async def open_session() -> None:
+        state["session"] = aiohttp.ClientSession()
+
+    async def close_session() -> None:
+        await state.pop("session").close()
+
+    async def batch() -> None:
+        session = state["session"]
+        for _ in range(REQUESTS_PER_CALL):
+            async with session.get(url) as response:
+                await response.read()
+
+    cpu: dict[str, list[float]] = {"plain": [], "poolwatch": [], "otel": []}
+
+    def run_batch(name: str) -> Callable[[], None]:
+        def run() -> None:
+            start = time.process_time()
+            loop.run_until_complete(batch())
+            cpu[name].append(time.process_time() - start)
+
+        return run
+
+    def turn(switch_on: Any) -> Any:
+        def setup() -> None:
+            switch_on()
+            loop.run_until_complete(open_session())
+
+        return setup
+
+    def end(switch_off: Any) -> Any:
+        def teardown() -> None:
+            loop.run_until_complete(close_session())
+            switch_off()
+
+        return teardown
+
+    def nothing() -> None:
+        pass
+
+    def otel_on() -> None:
+        otel.instrument(tracer_provider=provider)
+
+    variants = {name: run_batch(name) for name in cpu}
+    setup = {
+        "plain": turn(nothing),
+        "poolwatch": turn(lambda: poolwatch.instrument("aiohttp")),
+        "otel": turn(otel_on),
+    }
+    teardown = {
+        "plain": end(nothing),
+        "poolwatch": end(lambda: poolwatch.uninstrument("aiohttp")),
+        "otel": end(otel.uninstrument),
+    }
+    try:
+        result = alternate(variants, calls=CALLS, rounds=ROUNDS, setup=setup, teardown=teardown)
+        cpu_median = {name: statistics.median(values) for name, values in cpu.items()}
+        for what, figures in (("wall time", result), ("client CPU time", cpu_median)):
+            per_request = {name: value / REQUESTS_PER_CALL for name, value in figures.items()}
+            print_table(
+                f"aiohttp: keep-alive GET loop on 127.0.0.1, {what} per request (median of "
+                f"{ROUNDS} alternated rounds x {CALLS * REQUESTS_PER_CALL} requests)",
+                [
+                    ("aiohttp plain", per_request["plain"]),
+                    ("aiohttp + poolwatch (call sites on)", per_request["poolwatch"]),
+                    ("aiohttp + OpenTelemetry aiohttp-client", per_request["otel"]),
+                ],
+                baseline="aiohttp plain",
+                limit=1.03,
+            )
+    finally:
+        loop.close()
+        provider.shutdown()
+        stop()
+        poolwatch.uninstrument()
+        if was:
+            poolwatch.instrument(*was)
+
+
+if __name__ == "__main__":
+    main()

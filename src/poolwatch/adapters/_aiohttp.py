@@ -1,0 +1,347 @@
+"""aiohttp: hooks at ``BaseConnector``, one pool per connector.
+
+Checkout is ``BaseConnector.connect`` (the lease key is ``id(connection.protocol)``, the
+``ResponseHandler`` that stays in ``connector._acquired`` until released); checkin is
+``BaseConnector._release_acquired(key, proto)``, which every release path goes through: a
+response released at payload EOF (a small body, read or not), ``release()``, ``close()``, a
+request that failed or was cancelled (aiohttp closes the connection itself), and the error paths
+inside ``connect``. So a cancelled request ends as a normal checkin, never as the user's leak.
+
+Three ends are not plain checkins:
+
+* ``_close()`` (``session.close()``, ``connector.close()``, an unclosed connector's ``__del__``)
+  clears ``_acquired`` without calling ``_release_acquired``: a lease still out then is ended as
+  ``closed``, a confirmed leak that a test's count would otherwise miss.
+* ``ClientResponse.__del__`` / ``Connection.__del__`` release a connection dropped unreleased:
+  the slot came back only because the garbage collector ran (``gc_returned``, a confirmed leak).
+  Finalizers may run inside an allocation made while this thread holds the tracker's lock, so
+  there leases are ended with the tracker's lock-free ``end_soon`` instead of deadlocking.
+* A pool-wait timeout (``ConnectionTimeoutError`` with ``ClientTimeout(connect=...)``, a bare
+  ``TimeoutError`` from the total timeout) is counted as an exhaustion with the diagnosis as a
+  note on the exception the caller gets. The wait is marked on the exception that passes through
+  ``_wait_for_available_connection`` (``connect`` itself in older releases such as 3.9, which
+  waited inline); ``ClientSession._request`` sees the final exception, whose cause chain holds the
+  mark, and also attaches the response facts to a lease still out. A wait ended by the caller's
+  own ``asyncio.timeout()`` / ``wait_for()`` reaches aiohttp as a cancellation, which cannot be
+  told from any other: it is not counted.
+
+Why a pool is a connector, not a host: aiohttp enforces ``limit`` over ``_acquired`` across every
+host, a waiter for any host is woken when any slot frees, and the timeout that users see comes
+from that shared limit. ``limit_per_host`` is a second cap inside it, shown in the pool's name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import TYPE_CHECKING, Any
+
+from .._models import ResponseFacts
+from ._base import Adapter, wraps
+
+if TYPE_CHECKING:
+    from .._tracker import PoolRecord, PoolStats, Tracker
+
+__all__ = ["AiohttpAdapter", "pool_name", "response_facts"]
+
+#: Set on an exception that left ``_wait_for_available_connection``: the pool it waited on.
+_MARK = "_poolwatch_pool_wait"
+_TIMEOUTS = (asyncio.TimeoutError, TimeoutError)  # distinct classes before Python 3.11
+_CLOSED_NOTE = (
+    "the connector was closed while this connection was leased (session.close(), or the "
+    "connector collected unclosed, with a response never read or released)"
+)
+_GC_NOTE = (
+    "the {what} was dropped unreleased; aiohttp's {what}.__del__ returned the connection "
+    "only when the garbage collector ran"
+)
+
+
+def pool_name(connector: Any) -> str:
+    """`TCPConnector 0x7f..; limit 100` (and `, 10 per host`): no host, so no credentials."""
+    limit = getattr(connector, "_limit", 0)
+    per_host = getattr(connector, "_limit_per_host", 0)
+    text = f"{type(connector).__name__} {id(connector):#x}; "
+    text += f"limit {limit}" if limit else "no limit"
+    if per_host:
+        text += f", {per_host} per host"
+    return text
+
+
+def _stats(connector: Any) -> PoolStats:
+    limit = connector._limit
+    idle = sum(len(conns) for conns in list(connector._conns.values()))
+    # 3.9: {key: deque[Future]}; 3.10+: {key: OrderedDict[Future, None]}; len() fits both.
+    waiting = sum(len(waiters) for waiters in list(connector._waiters.values()))
+    return (limit or None), idle, waiting
+
+
+def _socket_of(proto: Any) -> Any:
+    transport = getattr(proto, "transport", None)
+    return transport.get_extra_info("socket") if transport is not None else None
+
+
+def _idle_of(connector: Any) -> list[Any]:
+    sockets = []
+    for conns in list(connector._conns.values()):
+        for proto, _since in list(conns):
+            sock = _socket_of(proto)
+            if sock is not None:
+                sockets.append(sock)
+    return sockets
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def response_facts(response: Any) -> ResponseFacts:
+    """Status, content type and framing of an aiohttp response; no other header value."""
+    headers = response.headers
+    return ResponseFacts(
+        status=response.status,
+        content_type=headers.get("Content-Type"),
+        content_length=_int(headers.get("Content-Length")),
+        chunked="chunked" in headers.get("Transfer-Encoding", "").lower(),
+    )
+
+
+def _wait_mark(exc: BaseException) -> Any:
+    """The pool whose wait this exception (or one in its cause chain) came out of."""
+    seen: BaseException | None = exc
+    for _ in range(8):  # ConnectionTimeoutError <- TimeoutError <- CancelledError, and margin
+        if seen is None:
+            return None
+        mark = getattr(seen, _MARK, None)
+        if mark is not None:
+            return mark
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+class AiohttpAdapter(Adapter):
+    name = "aiohttp"
+    module = "aiohttp"
+    distribution = "aiohttp"
+    tested = ((3, 9), (4, 0))
+
+    def _install(self, tracker: Tracker) -> None:
+        from aiohttp import client, client_reqrep, connector
+
+        base = connector.BaseConnector
+        find_pool = tracker.find_pool
+        capture = tracker.capture
+        checkout = tracker.checkout
+        checkin = tracker.checkin
+        # Finalizers (ClientResponse/Connection/connector __del__) release connections, and the
+        # collector may run them inside an allocation made while this very thread holds the
+        # tracker's lock: from there, leases are ended with the lock-free ``end_soon``.
+        local = threading.local()
+
+        def record_of(conn_pool: Any) -> PoolRecord:
+            return find_pool(conn_pool) or tracker.pool(
+                conn_pool,
+                "aiohttp",
+                pool_name(conn_pool),
+                stats=_stats,
+                socket_of=_socket_of,
+                idle_of=_idle_of,
+            )
+
+        original_connect = base.connect
+        original_release = base._release_acquired
+        original_close = base._close
+        original_connector_del = base.__del__
+        original_request = client.ClientSession._request
+        original_response_del = client_reqrep.ClientResponse.__del__
+        original_connection_del = connector.Connection.__del__
+        original_wait = getattr(base, "_wait_for_available_connection", None)
+
+        async def connect(self: Any, req: Any, *args: Any, **kwargs: Any) -> Any:
+            conn = await original_connect(self, req, *args, **kwargs)
+            # No await between the library handing out the connection and this record, so no
+            # other task can release or re-lease it in between.
+            try:
+                proto = conn._protocol
+                checkout(find_pool(self) or record_of(self), id(proto), proto, capture())
+            except Exception as exc:
+                tracker.internal_error("aiohttp.checkout", exc)
+            return conn
+
+        async def _connect_waiting(self: Any, req: Any, *args: Any, **kwargs: Any) -> Any:
+            """``connect`` for aiohttp releases that wait for a slot inside it."""
+            token = None
+            try:
+                site = capture()
+                if self._available_connections(req.connection_key) <= 0:
+                    token = tracker.wait_begin(record_of(self), site)
+            except Exception as exc:
+                tracker.internal_error("aiohttp.checkout", exc)
+                return await original_connect(self, req, *args, **kwargs)
+            try:
+                conn = await original_connect(self, req, *args, **kwargs)
+            except BaseException as exc:
+                # Still full when the wait failed: it failed waiting for a slot, not connecting.
+                if token is not None and _still_full(self, req):
+                    _mark(exc, self)
+                raise
+            finally:
+                if token is not None:
+                    tracker.wait_end(token)
+            try:
+                proto = conn._protocol
+                checkout(record_of(self), id(proto), proto, site)
+            except Exception as exc:
+                tracker.internal_error("aiohttp.checkout", exc)
+            return conn
+
+        def _still_full(conn_pool: Any, req: Any) -> bool:
+            try:
+                return bool(conn_pool._available_connections(req.connection_key) <= 0)
+            except Exception as exc:
+                tracker.internal_error("aiohttp.wait", exc)
+                return False
+
+        def _mark(exc: BaseException, conn_pool: Any) -> None:
+            try:
+                setattr(exc, _MARK, record_of(conn_pool))
+            except Exception as inner:
+                tracker.internal_error("aiohttp.wait", inner)
+
+        async def _wait_for_available_connection(self: Any, *args: Any, **kwargs: Any) -> Any:
+            assert original_wait is not None
+            token = None
+            try:
+                token = tracker.wait_begin(record_of(self), capture())
+            except Exception as exc:
+                tracker.internal_error("aiohttp.wait", exc)
+            try:
+                return await original_wait(self, *args, **kwargs)
+            except BaseException as exc:
+                _mark(exc, self)
+                raise
+            finally:
+                if token is not None:
+                    tracker.wait_end(token)
+
+        def _release_acquired(self: Any, key: Any, proto: Any) -> None:
+            try:
+                record = find_pool(self)
+                # A lock-free look first: placeholders and connections handed out before
+                # instrument() have no lease. Inside a finalizer the lease was already ended
+                # (gc_returned, without the lock) by the hook below: nothing to check in.
+                if (
+                    record is not None
+                    and id(proto) in record.leases
+                    and not getattr(local, "finalizing", 0)
+                ):
+                    checkin(record, id(proto))
+            except Exception as exc:
+                tracker.internal_error("aiohttp.checkin", exc)
+            original_release(self, key, proto)
+
+        def _close(self: Any, *args: Any, **kwargs: Any) -> Any:
+            try:
+                record = None if self._closed else find_pool(self)
+                if record is not None and record.leases:
+                    if getattr(local, "finalizing", 0):
+                        for lease in list(record.leases.values()):
+                            tracker.end_soon(lease, "closed", _CLOSED_NOTE)
+                    else:
+                        for key in list(record.leases):
+                            tracker.end(record, key, "closed", _CLOSED_NOTE)
+            except Exception as exc:
+                tracker.internal_error("aiohttp.close", exc)
+            return original_close(self, *args, **kwargs)
+
+        def gc_returned(conn_pool: Any, proto: Any, what: str) -> None:
+            """A finalizer is about to release ``proto``: the GC, not the code, returned it."""
+            record = find_pool(conn_pool)
+            lease = record.leases.get(id(proto)) if record is not None else None
+            if lease is not None:
+                tracker.end_soon(lease, "gc_returned", _GC_NOTE.format(what=what))
+
+        def response_del(self: Any, *args: Any, **kwargs: Any) -> None:
+            if getattr(self, "_closed", True):  # released normally: nothing to return
+                original_response_del(self, *args, **kwargs)
+                return
+            local.finalizing = getattr(local, "finalizing", 0) + 1
+            try:
+                try:
+                    conn = self._connection
+                    if conn is not None and conn.protocol is not None:
+                        gc_returned(conn._connector, conn.protocol, "ClientResponse")
+                except Exception as exc:
+                    tracker.internal_error("aiohttp.gc", exc)
+                original_response_del(self, *args, **kwargs)
+            finally:
+                local.finalizing -= 1
+
+        def connection_del(self: Any, *args: Any, **kwargs: Any) -> None:
+            if getattr(self, "_protocol", None) is None:  # released normally
+                original_connection_del(self, *args, **kwargs)
+                return
+            local.finalizing = getattr(local, "finalizing", 0) + 1
+            try:
+                try:
+                    gc_returned(self._connector, self._protocol, "Connection")
+                except Exception as exc:
+                    tracker.internal_error("aiohttp.gc", exc)
+                original_connection_del(self, *args, **kwargs)
+            finally:
+                local.finalizing -= 1
+
+        def connector_del(self: Any, *args: Any, **kwargs: Any) -> None:
+            local.finalizing = getattr(local, "finalizing", 0) + 1
+            try:
+                original_connector_del(self, *args, **kwargs)
+            finally:
+                local.finalizing -= 1
+
+        async def _request(self: Any, *args: Any, **kwargs: Any) -> Any:
+            try:
+                response = await original_request(self, *args, **kwargs)
+            except _TIMEOUTS as exc:
+                try:
+                    record = _wait_mark(exc)
+                    if record is not None:
+                        tracker.exhausted(record, exc)
+                except Exception as inner:
+                    tracker.internal_error("aiohttp.exhausted", inner)
+                raise
+            # Small bodies are released at EOF inside the request: only a response that still
+            # holds its connection is a lease worth describing.
+            conn = response._connection
+            if conn is not None:
+                try:
+                    record = find_pool(conn._connector)
+                    lease = tracker.lease_of(record, id(conn.protocol)) if record else None
+                    if lease is not None:
+                        tracker.attach_response(lease, response_facts(response))
+                except Exception as exc:
+                    tracker.internal_error("aiohttp.response", exc)
+            return response
+
+        patch = self.patcher.patch
+        # Before aiohttp grew _wait_for_available_connection, connect waited inline.
+        connect_hook = connect if original_wait is not None else _connect_waiting
+        patch(base, "connect", wraps(connect_hook, original_connect))
+        patch(base, "_release_acquired", wraps(_release_acquired, original_release))
+        patch(base, "_close", wraps(_close, original_close))
+        patch(base, "__del__", wraps(connector_del, original_connector_del))
+        if original_wait is not None:
+            patch(
+                base,
+                "_wait_for_available_connection",
+                wraps(_wait_for_available_connection, original_wait),
+            )
+        patch(client.ClientSession, "_request", wraps(_request, original_request))
+        patch(
+            client_reqrep.ClientResponse,
+            "__del__",
+            wraps(response_del, original_response_del),
+        )
+        patch(connector.Connection, "__del__", wraps(connection_del, original_connection_del))
