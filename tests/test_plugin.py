@@ -197,3 +197,31 @@ def test_async_leak(server):
             "*on task fetcher-1 on thread MainThread*",
         ]
     )
+
+
+def test_orphan_is_reported_but_not_the_tests_fault(suite: pytest.Pytester) -> None:
+    """A connection the library orphaned is listed in the report and does not fail the test."""
+    suite.makepyfile(
+        test_orphan="""
+import poolwatch
+
+class Conn:
+    pass
+
+def test_library_orphans_a_connection():
+    tracker = poolwatch.get_tracker()
+    pool_obj, conn = Conn(), Conn()
+    pool = tracker.pool(pool_obj, "demo", "library pool")
+    tracker.checkout(pool, id(conn), conn)
+    tracker.end(pool, id(conn), "orphaned", "cancelled mid-connect; the library kept the slot")
+"""
+    )
+    result = suite.runpytest("-rA")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*poolwatch (orphaned by the library)*",
+            "*demo library pool: test_orphan.py:*in test_library_orphans_a_connection",
+            "*orphaned*cancelled mid-connect; the library kept the slot*",
+        ]
+    )

@@ -231,6 +231,7 @@ class Tracker:
         self._seq = 0
         # next() on itertools.count is atomic under the GIL: seq needs no lock.
         self._seq_counter = itertools.count(1)
+        self._wait_tokens = itertools.count(1)
         self._pools: dict[int, PoolRecord] = {}
         self._waiters: dict[int, tuple[PoolRecord, float, str, CallSite]] = {}
         self._events: deque[Event] = deque(maxlen=event_history)
@@ -383,7 +384,9 @@ class Tracker:
     def wait_begin(self, pool: PoolRecord, site: tuple[CallSite, Any]) -> int:
         """Register a caller about to block in ``pool``; returns a token for ``wait_end``."""
         thread = threading.current_thread()
-        token = id(site) ^ (thread.ident or 0)
+        # A counter, not anything derived from the call site: call sites are interned, so two
+        # tasks waiting at one line on one thread would otherwise share a token.
+        token = next(self._wait_tokens)
         self._waiters[token] = (pool, self._clock(), thread.name, site[0])
         return token
 
@@ -674,16 +677,39 @@ class Tracker:
     def leaks_since(
         self, seq: int, *, exclude: Collection[int] = (), sockets: bool = False
     ) -> list[Lease]:
-        """Leases taken after ``seq`` that are still out or that ended as leaks, oldest first."""
+        """Leases taken after ``seq`` that are still out or that ended as leaks, oldest first.
+
+        Orphans (connections the library itself lost) are not the caller's leaks: see
+        ``orphans_since``.
+        """
+        return self._ended_since(seq, exclude, sockets, orphans=False)
+
+    def orphans_since(self, seq: int, *, exclude: Collection[int] = ()) -> list[Lease]:
+        """Leases taken after ``seq`` that the library orphaned, oldest first."""
+        return self._ended_since(seq, exclude, False, orphans=True)
+
+    def _ended_since(
+        self, seq: int, exclude: Collection[int], sockets: bool, *, orphans: bool
+    ) -> list[Lease]:
         self._drain()
         with self._lock:
-            records = [
+            records = (
+                []
+                if orphans
+                else [
+                    r
+                    for pool in self._pools.values()
+                    for r in (*pool.leases.values(), *pool.lost)
+                    if r.seq > seq and r.seq not in exclude
+                ]
+            )
+            records.extend(
                 r
-                for pool in self._pools.values()
-                for r in (*pool.leases.values(), *pool.lost)
-                if r.seq > seq and r.seq not in exclude
-            ]
-            records.extend(r for r in self._ended_leaks if r.seq > seq and r.seq not in exclude)
+                for r in self._ended_leaks
+                if r.seq > seq
+                and r.seq not in exclude
+                and (r._get("state") == "orphaned") is orphans
+            )
         now = self._clock()
         records.sort(key=lambda r: r.seq)
         return [self._freeze(r, now, sockets=sockets) for r in records]

@@ -152,6 +152,13 @@ def pytest_runtest_teardown(
             )
     state.finalized.clear()
 
+    orphans = tracker.orphans_since(item.stash[_MARK], exclude=state.fixture_seqs)
+    if orphans:
+        # The library lost these itself (e.g. a cancelled request): shown, never the test's fault.
+        item.add_report_section(
+            "teardown", "poolwatch (orphaned by the library)", format_leaks(orphans)
+        )
+
     sections = []
     marker = item.get_closest_marker("allow_leaks")
     if leaks:

@@ -1,0 +1,211 @@
+"""httpx, sync and async: a keep-alive GET loop, plain vs poolwatch vs OpenTelemetry's httpx.
+
+One client per turn against the fast local server (bench/_server.py), each request
+``client.get(url)`` (body read, connection back in the pool), 200 sequential requests per timed
+call. The variants alternate in one run (ABCABC...), each turn with a client made after its
+instrumentation was switched on, as in bench/aiohttp_loop.py:
+
+- plain httpx;
+- + poolwatch (the httpx adapter, call sites on): target ratio <= 1.03;
+- + OpenTelemetry ``HTTPXClientInstrumentor`` with the SDK's TracerProvider (always-on
+  sampling, a BatchSpanProcessor whose exporter drops the spans): the peer users already run
+  in production; poolwatch's overhead should sit below it.
+
+The same loops run a second time over an in-memory network backend (no kernel, no server):
+httpx's own CPU is then the whole baseline, so the ratio is the hooks' cost at its harshest and
+is steady even on a loaded machine, where the socket figures are not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import httpcore
+import httpx
+from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+import poolwatch
+
+from ._common import alternate, print_table
+from ._server import RESPONSE
+
+REQUESTS_PER_CALL = 200
+CALLS = 5
+ROUNDS = 9
+
+
+class _Echo(httpcore.NetworkStream):
+    """Answers each request written to it with RESPONSE, in memory."""
+
+    def __init__(self) -> None:
+        self._out = b""
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._out += RESPONSE * buffer.count(b"\r\n\r\n")
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        data, self._out = self._out[:max_bytes], self._out[max_bytes:]
+        return data
+
+    def close(self) -> None:
+        pass
+
+
+class _AsyncEcho(httpcore.AsyncNetworkStream):
+    def __init__(self) -> None:
+        self._sync = _Echo()
+
+    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._sync.write(buffer)
+
+    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._sync.read(max_bytes)
+
+    async def aclose(self) -> None:
+        pass
+
+
+class _EchoBackend(httpcore.NetworkBackend):
+    def connect_tcp(self, *args: Any, **kwargs: Any) -> httpcore.NetworkStream:
+        return _Echo()
+
+
+class _AsyncEchoBackend(httpcore.AsyncNetworkBackend):
+    async def connect_tcp(self, *args: Any, **kwargs: Any) -> httpcore.AsyncNetworkStream:
+        return _AsyncEcho()
+
+
+def _client(in_memory: bool) -> httpx.Client:
+    if not in_memory:
+        return httpx.Client()
+    transport = httpx.HTTPTransport()
+    transport._pool = httpcore.ConnectionPool(network_backend=_EchoBackend())
+    return httpx.Client(transport=transport)
+
+
+def _async_client(in_memory: bool) -> httpx.AsyncClient:
+    if not in_memory:
+        return httpx.AsyncClient()
+    transport = httpx.AsyncHTTPTransport()
+    transport._pool = httpcore.AsyncConnectionPool(network_backend=_AsyncEchoBackend())
+    return httpx.AsyncClient(transport=transport)
+
+
+class _DropExporter(SpanExporter):
+    """Accepts and forgets spans: the instrumentation's cost without an exporter's I/O."""
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        return SpanExportResult.SUCCESS
+
+
+def _switches(provider: TracerProvider) -> dict[str, tuple[Callable[[], Any], Callable[[], Any]]]:
+    otel = HTTPXClientInstrumentor()
+    return {
+        "plain": (lambda: None, lambda: None),
+        "poolwatch": (lambda: poolwatch.instrument("httpx"), poolwatch.uninstrument),
+        "otel": (lambda: otel.instrument(tracer_provider=provider), otel.uninstrument),
+    }
+
+
+def _table(kind: str, result: dict[str, float], in_memory: bool) -> None:
+    per_request = {name: value / REQUESTS_PER_CALL for name, value in result.items()}
+    where = "in memory (no socket)" if in_memory else "on 127.0.0.1"
+    print_table(
+        f"httpx {kind}: keep-alive GET loop {where}, per request (median of {ROUNDS} "
+        f"alternated rounds x {CALLS * REQUESTS_PER_CALL} requests)",
+        [
+            (f"httpx {kind} plain", per_request["plain"]),
+            (f"httpx {kind} + poolwatch (call sites on)", per_request["poolwatch"]),
+            (f"httpx {kind} + OpenTelemetry httpx", per_request["otel"]),
+        ],
+        baseline=f"httpx {kind} plain",
+        limit=1.03,
+    )
+
+
+def _sync_loop(url: str, provider: TracerProvider, in_memory: bool) -> None:
+    state: dict[str, httpx.Client] = {}
+
+    def batch() -> None:
+        client = state["client"]
+        for _ in range(REQUESTS_PER_CALL):
+            client.get(url)
+
+    setup, teardown = {}, {}
+    for name, (on, off) in _switches(provider).items():
+
+        def begin(on: Callable[[], Any] = on) -> None:
+            on()
+            state["client"] = _client(in_memory)
+
+        def finish(off: Callable[[], Any] = off) -> None:
+            state.pop("client").close()
+            off()
+
+        setup[name], teardown[name] = begin, finish
+    variants = {name: batch for name in setup}
+    result = alternate(variants, calls=CALLS, rounds=ROUNDS, setup=setup, teardown=teardown)
+    _table("sync", result, in_memory)
+
+
+def _async_loop(url: str, provider: TracerProvider, in_memory: bool) -> None:
+    loop = asyncio.new_event_loop()
+    state: dict[str, httpx.AsyncClient] = {}
+
+    async def batch() -> None:
+        client = state["client"]
+        for _ in range(REQUESTS_PER_CALL):
+            await client.get(url)
+
+    def run_batch() -> None:
+        loop.run_until_complete(batch())
+
+    async def close() -> None:
+        await state.pop("client").aclose()
+
+    setup, teardown = {}, {}
+    for name, (on, off) in _switches(provider).items():
+
+        def begin(on: Callable[[], Any] = on) -> None:
+            on()
+            state["client"] = _async_client(in_memory)
+
+        def finish(off: Callable[[], Any] = off) -> None:
+            loop.run_until_complete(close())
+            off()
+
+        setup[name], teardown[name] = begin, finish
+    variants = {name: run_batch for name in setup}
+    try:
+        result = alternate(variants, calls=CALLS, rounds=ROUNDS, setup=setup, teardown=teardown)
+    finally:
+        loop.close()
+    _table("async", result, in_memory)
+
+
+def main() -> None:
+    from ._server import start
+
+    was = poolwatch.instrumented()
+    poolwatch.uninstrument()
+    url, stop = start()
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(_DropExporter()))
+    try:
+        for in_memory in (False, True):
+            _sync_loop(url, provider, in_memory)
+            _async_loop(url, provider, in_memory)
+    finally:
+        provider.shutdown()
+        stop()
+        poolwatch.uninstrument()
+        if was:
+            poolwatch.instrument(*was)
+
+
+if __name__ == "__main__":
+    main()
