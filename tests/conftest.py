@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 
+import poolwatch
+from poolwatch import Tracker
+
 from ._httpserver import HTML_403
 
 __all__ = ["HTML_403"]
@@ -32,3 +35,13 @@ def server() -> Iterator[str]:
     proc.stdin.close()
     proc.wait(10)
     proc.stdout.close()
+
+
+@pytest.fixture
+def tracker() -> Iterator[Tracker]:
+    """A fresh tracker fed by every installed adapter; the default one is put back afterwards."""
+    previous = poolwatch.get_tracker()
+    fresh = Tracker()
+    poolwatch.instrument(tracker=fresh)
+    yield fresh
+    poolwatch.instrument(tracker=previous)

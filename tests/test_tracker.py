@@ -6,7 +6,6 @@ import asyncio
 import gc
 import time
 import weakref
-from collections.abc import Iterator
 
 import pytest
 import requests
@@ -18,16 +17,6 @@ from poolwatch._callsite import CallSiteFinder
 from . import _wrapper
 
 LEAK = pytest.mark.allow_leaks(reason="leaks on purpose to check what poolwatch reports")
-
-
-@pytest.fixture
-def tracker() -> Iterator[Tracker]:
-    """A fresh tracker fed by the installed adapters; the default one is put back afterwards."""
-    previous = poolwatch.get_tracker()
-    fresh = Tracker()
-    poolwatch.instrument(tracker=fresh)
-    yield fresh
-    poolwatch.instrument(tracker=previous)
 
 
 class _Owner:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import gc
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 import requests
@@ -18,16 +17,6 @@ from poolwatch import Tracker
 from ._httpserver import HTML_403
 
 LEAK = pytest.mark.allow_leaks(reason="leaks on purpose to check what poolwatch reports")
-
-
-@pytest.fixture
-def tracker() -> Iterator[Tracker]:
-    """A fresh tracker fed by the urllib3 adapter; the default one is put back afterwards."""
-    previous = poolwatch.get_tracker()
-    fresh = Tracker()
-    poolwatch.instrument(tracker=fresh)
-    yield fresh
-    poolwatch.instrument(tracker=previous)
 
 
 def leases_of(tracker: Tracker) -> list[poolwatch.Lease]:

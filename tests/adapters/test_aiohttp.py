@@ -31,16 +31,6 @@ CONNECT_TIMEOUT: type[Exception] = getattr(
 
 
 @pytest.fixture
-def tracker() -> Iterator[Tracker]:
-    """A fresh tracker fed by every adapter; the default one is put back afterwards."""
-    previous = poolwatch.get_tracker()
-    fresh = Tracker()
-    poolwatch.instrument(tracker=fresh)
-    yield fresh
-    poolwatch.instrument(tracker=previous)
-
-
-@pytest.fixture
 def ds() -> Iterator[Downstream]:
     """A scripted server: /403 small HTML page, /large 1 MiB body, /slow headers after 5 s."""
     with Downstream() as server:

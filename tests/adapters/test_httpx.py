@@ -27,16 +27,6 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def tracker() -> Iterator[Tracker]:
-    """A fresh tracker fed by every adapter; the default one is put back afterwards."""
-    previous = poolwatch.get_tracker()
-    fresh = Tracker()
-    poolwatch.instrument(tracker=fresh)
-    yield fresh
-    poolwatch.instrument(tracker=previous)
-
-
-@pytest.fixture
 def scripted() -> Iterator[Downstream]:
     """A scripted real HTTP/1.1 server on 127.0.0.1 for replies the plain server cannot give."""
     with Downstream() as downstream:

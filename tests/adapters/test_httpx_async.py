@@ -17,16 +17,6 @@ LEAK = pytest.mark.allow_leaks(reason="leaks on purpose to check what poolwatch 
 
 
 @pytest.fixture
-def tracker() -> Iterator[Tracker]:
-    """A fresh tracker fed by every adapter; the default one is put back afterwards."""
-    previous = poolwatch.get_tracker()
-    fresh = Tracker()
-    poolwatch.instrument(tracker=fresh)
-    yield fresh
-    poolwatch.instrument(tracker=previous)
-
-
-@pytest.fixture
 def scripted() -> Iterator[Downstream]:
     """A scripted real HTTP/1.1 server on 127.0.0.1 (slow headers, slow bodies)."""
     with Downstream() as downstream:
