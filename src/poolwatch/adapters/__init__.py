@@ -11,10 +11,14 @@ __all__ = ["ADAPTERS", "ALIASES", "Adapter", "load"]
 #: name -> "module:class"; modules are imported lazily so an absent library costs nothing.
 ADAPTERS: dict[str, str] = {
     "urllib3": "poolwatch.adapters._urllib3:Urllib3Adapter",
+    "httpx": "poolwatch.adapters._httpx:HttpxAdapter",
+    "sqlalchemy": "poolwatch.adapters._sqlalchemy:SQLAlchemyAdapter",
+    "redis": "poolwatch.adapters._redis:RedisAdapter",
+    "aiohttp": "poolwatch.adapters._aiohttp:AiohttpAdapter",
 }
 
 #: Libraries that pool through another one: instrumenting the pool covers them.
-ALIASES: dict[str, str] = {"requests": "urllib3", "botocore": "urllib3"}
+ALIASES: dict[str, str] = {"requests": "urllib3", "botocore": "urllib3", "httpcore": "httpx"}
 
 
 def load(name: str) -> type[Adapter]:
