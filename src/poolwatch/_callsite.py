@@ -124,19 +124,24 @@ class CallSiteFinder:
             return "site-packages" not in filename and "dist-packages" not in filename
         return False
 
-    def capture(self, depth: int = 0) -> tuple[CallSite, tuple[CallSite, ...]]:
+    def capture(self, depth: int = 0, skip: int = 0) -> tuple[CallSite, tuple[CallSite, ...]]:
         """The call site, and up to ``depth`` further user frames outward (a short stack).
 
-        Returns one interned ``(site, stack)`` pair per call point: the hot path allocates
-        nothing once a line has been seen.
+        ``skip`` frames above the caller are jumped over unexamined: ``sys._getframe(n)`` builds
+        only the frame object it returns, where walking builds one per frame (~0.2 us each on
+        3.11). Returns one interned ``(site, stack)`` pair per call point: the hot path
+        allocates nothing once a line has been seen.
         """
-        frame: FrameType | None = self._getframe(1)
-        skip = self._skip
+        try:
+            frame: FrameType | None = self._getframe(1 + skip)
+        except ValueError:  # the stack is shallower than the caller said
+            frame = self._getframe(1)
+        kinds = self._skip
         while frame is not None:
             filename = frame.f_code.co_filename
-            kind = skip.get(filename)
+            kind = kinds.get(filename)
             if kind is None:
-                kind = skip[filename] = self._kind(filename)
+                kind = kinds[filename] = self._kind(filename)
             if kind == _USER:
                 break
             if kind == _LOOP:

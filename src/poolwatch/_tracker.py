@@ -281,9 +281,15 @@ class Tracker:
 
     # -- hot path ----------------------------------------------------------------------------
 
-    def capture(self) -> tuple[CallSite, tuple[CallSite, ...]]:
-        """The call site of the user code running now (see ``CallSiteFinder``)."""
-        return self.callsites.capture(self.stack_depth)
+    def capture(self, library_frames: int = 0) -> tuple[CallSite, tuple[CallSite, ...]]:
+        """The call site of the user code running now (see ``CallSiteFinder``).
+
+        ``library_frames``: how many frames above the caller are certainly library code (urllib3's
+        ``urlopen`` above the ``_get_conn`` hook): they are jumped over, not walked, which saves
+        building a frame object for each.
+        """
+        # 2: this method and its caller (an adapter hook) are poolwatch frames.
+        return self.callsites.capture(self.stack_depth, 2 + library_frames)
 
     def checkout(
         self,
@@ -296,7 +302,7 @@ class Tracker:
         if self._collected or self._gc_ended or self._dead_pools:
             self._drain()
         if site is None:
-            site = self.callsites.capture(self.stack_depth)
+            site = self.callsites.capture(self.stack_depth, 1)
         conn_ref = None
         if connection is not None:
             try:  # noqa: SIM105 - contextlib.suppress costs an object per checkout
@@ -314,12 +320,17 @@ class Tracker:
             next(self._seq_counter),
         )
         leases = pool.leases
-        with self._lock:
+        lock = self._lock
+        # acquire/release rather than `with`: the context-manager protocol doubles the cost.
+        lock.acquire()
+        try:
             previous = leases.get(key)
             leases[key] = record
             pool.checkouts += 1
             if record.seq > self._seq:
                 self._seq = record.seq
+        finally:
+            lock.release()
         if previous is not None:
             # The same connection leased twice without a checkin: the library reused it under
             # us. The older lease cannot still hold it; close it as an orphan.
@@ -328,13 +339,17 @@ class Tracker:
 
     def checkin(self, pool: PoolRecord, key: int, how: str = "returned") -> LeaseRecord | None:
         """Record that the connection ``key`` came back to ``pool`` (or was discarded)."""
-        with self._lock:
+        lock = self._lock
+        lock.acquire()
+        try:
             record = pool.leases.pop(key, None)
             if record is None:
                 return None
             pool.checkins += 1
             record.state = how
             record.owner_ref = None
+        finally:
+            lock.release()
         if self._collected or self._gc_ended or self._dead_pools:
             self._drain()
         return record

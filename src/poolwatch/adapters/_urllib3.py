@@ -99,7 +99,7 @@ class Urllib3Adapter(Adapter):
         def _get_conn(self: Any, timeout: float | None = None) -> Any:
             try:
                 record = record_of(self)
-                site = tracker.capture()
+                site = tracker.capture(1)  # urlopen, our caller, is urllib3's
                 token = tracker.wait_begin(record, site) if self.block else None
             except Exception as exc:
                 tracker.internal_error("urllib3.checkout", exc)
