@@ -218,7 +218,7 @@ def test_census_repr_shows_scope_backend_and_states(farm4: Farm) -> None:
     """A Census's repr names the scope, the backend and the non-zero states."""
     farm4.close_wait(2)
     taken = census("close-wait,estab", port=farm4.port)
-    assert repr(taken) == f"<Census pid {os.getpid()} via netlink [CLOSE_WAIT 2]>"
+    assert repr(taken) == f"<Census pid {os.getpid()} via descriptors [CLOSE_WAIT 2]>"
     sock = taken.sockets[0]
     assert isinstance(sock, TcpSocket)
     assert repr(sock).startswith("<TcpSocket CLOSE_WAIT 127.0.0.1:")

@@ -1,8 +1,9 @@
 """The census: TCP sockets of the host or of one process, by state, address and port.
 
-Backends, in order: netlink sock_diag (fast, state filter in the kernel), ``/proc/net/tcp{,6}``
-when netlink is refused (seccomp, old kernels) or when ``proc`` points at captured files, and
-psutil on platforms other than Linux.
+Backends, in order: for this process, its own descriptors (``TCP_INFO``, cost per descriptor
+rather than per socket of the host); netlink sock_diag (fast, state filter in the kernel),
+``/proc/net/tcp{,6}`` when netlink is refused (seccomp, old kernels) or when ``proc`` points at
+captured files, and psutil on platforms other than Linux.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import os
 import sys
 
-from . import _netlink, _procfs
+from . import _descriptors, _netlink, _procfs
 from ._raw import AF_INET, AF_INET6, RawRow
 from ._states import STATE_NAMES, parse_states, state_mask
 
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
 
     from ._model import TcpSocket
 
-BACKENDS = ("auto", "netlink", "procfs", "psutil")
+BACKENDS = ("auto", "descriptors", "netlink", "procfs", "psutil")
 
 _MAPPED_PREFIX = b"\0" * 10 + b"\xff\xff"
 
@@ -135,13 +136,27 @@ class Census:
         return f"<Census {where} via {self.backend} [{states}]>"
 
 
-def _pick_backend(proc: str, backend: str) -> str:
+def _pick_backend(proc: str, backend: str, own: bool) -> str:
     if backend not in BACKENDS:
         raise ValueError(f"unknown census backend {backend!r}; use one of {', '.join(BACKENDS)}")
+    if backend == "descriptors":
+        if not own or proc != "/proc":
+            raise ValueError(
+                "the descriptors backend reads this process's own sockets: use it without "
+                "pid (or with os.getpid()), host or proc, or pick another backend"
+            )
+        if not _descriptors.supported():
+            raise ValueError(
+                "the descriptors backend needs Linux with TCP_INFO and /proc/self/fd: "
+                "use backend='auto'"
+            )
+        return backend
     if backend != "auto":
         return backend
     if proc != "/proc":
         return "procfs"
+    if own and _descriptors.supported():
+        return "descriptors"
     if sys.platform.startswith("linux"):
         return "netlink"
     return "psutil"
@@ -161,11 +176,13 @@ def census(
 ) -> Census:
     """Take a census of TCP sockets: the host's (``host=True``) or a process's (``pid``).
 
-    ``pid=None`` without ``host`` means this process. ``states`` takes netstat or ss names
+    ``pid=None`` without ``host`` means this process (read from its own descriptors where
+    the platform allows, the same sockets as netlink gives). ``states`` takes netstat or ss names
     (``"close-wait"``, ``["ESTABLISHED", "TIME_WAIT"]``; default all). ``local`` / ``remote``
     filter by address (``"127.0.0.1"``, ``"[::1]:8080"``, ``":443"``); ``port`` matches either
     end. ``sockets=False`` counts only (the fast path). ``proc`` is the procfs root (captured
-    files in tests); ``backend`` forces ``netlink``, ``procfs`` or ``psutil``.
+    files in tests); ``backend`` forces ``descriptors`` (this process only), ``netlink``,
+    ``procfs`` or ``psutil``.
     """
     wanted = parse_states(states if states is None or isinstance(states, str) else list(states))
     mask = state_mask(wanted)
@@ -177,24 +194,33 @@ def census(
         raise ValueError(f"port {port} is out of range 0-65535")
     if not host and pid is None:
         pid = os.getpid()
-    chosen = _pick_backend(proc, backend)
+    chosen = _pick_backend(proc, backend, own=not host and pid == os.getpid())
     if chosen == "psutil":
         return _psutil_census(wanted, pid if not host else None, lfilter, rfilter, port, chosen)
 
+    filtered = lfilter is not None or rfilter is not None or port is not None
+    need_rows = sockets or filtered
+    counts = [0] * len(STATE_NAMES)
+    rows: list[RawRow] | None = [] if need_rows else None
+    skipped = 0
     fds: dict[int, int] | None = None
     net_dir = f"{proc}/net"
-    if not host:
+    pending: set[int] = set()
+    if chosen == "descriptors":
+        fds, pending = _descriptors.read(mask, counts=None if need_rows else counts, rows=rows)
+    if not host and fds is None:
         assert pid is not None
         fds = _procfs.socket_inodes(pid, proc)
         theirs = _procfs.process_net_dir(pid, proc)
         if theirs is not None:
             # Another network namespace: our netlink socket cannot see it; its /proc table can.
             net_dir, chosen = theirs, "procfs"
-    filtered = lfilter is not None or rfilter is not None or port is not None
-    need_rows = sockets or filtered
-    counts = [0] * len(STATE_NAMES)
-    rows: list[RawRow] | None = [] if need_rows else None
-    skipped = 0
+    if pending:
+        # Sockets whose peer only the table names (a connect in progress): read those few.
+        try:
+            skipped = _netlink.dump(mask, rows=rows, inodes=pending)
+        except OSError:
+            skipped = _procfs.read_tables(net_dir, mask, rows=rows, inodes=pending)
     if chosen == "netlink":
         try:
             skipped = _netlink.dump(
