@@ -15,6 +15,7 @@ import pytest
 import urllib3
 
 import poolwatch
+from poolwatch import Tracker
 from poolwatch.admin import AdminServer, serve
 
 BODY_403 = b"<html><body>Forbidden by the load balancer</body></html>"
@@ -64,6 +65,9 @@ class Leaker:
     def label(self) -> str:
         return f"urllib3 http://127.0.0.1:{self.pool.port}"
 
+    #: The line that takes the connection, as call sites report it.
+    LEAK_LINE = "self.kept.append(self.pool.request("
+
     def leak(self, n: int = 1, path: str = "/403") -> None:
         for _ in range(n):
             self.kept.append(self.pool.request("GET", path, preload_content=False))
@@ -87,9 +91,13 @@ def leaker(downstream: str) -> Iterator[Leaker]:
 
 
 @pytest.fixture
-def admin() -> Iterator[AdminServer]:
-    """The admin app on a background thread, on a free loopback port, over the default tracker."""
-    server = serve()
+def admin(tracker: Tracker) -> Iterator[AdminServer]:
+    """The admin app on a background thread, on a free loopback port, over a fresh tracker.
+
+    Fresh, so that an exhaustion another test caused on purpose (it stays "recent" for a minute)
+    cannot turn this test's /healthcheck red.
+    """
+    server = serve(tracker=tracker)
     yield server
     server.stop()
 
