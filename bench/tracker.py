@@ -32,10 +32,10 @@ def _request_loops(url: str) -> None:
     off = {"instrumented": lambda: poolwatch.uninstrument("urllib3")}
     for name, fn in (("requests", requests_get), ("urllib3", urllib3_get)):
         result = alternate(
-            {"plain": fn, "instrumented": fn}, calls=2000, rounds=9, setup=on, teardown=off
+            {"plain": fn, "instrumented": fn}, calls=2000, rounds=15, setup=on, teardown=off
         )
         print_table(
-            f"{name}: keep-alive GET loop on 127.0.0.1 (median of 9 alternated rounds x 2000)",
+            f"{name}: keep-alive GET loop on 127.0.0.1 (median of 15 alternated rounds x 2000)",
             [(f"{name} plain", result["plain"]), (f"{name} + poolwatch", result["instrumented"])],
             baseline=f"{name} plain",
             limit=1.03,
