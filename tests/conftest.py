@@ -45,3 +45,25 @@ def tracker() -> Iterator[Tracker]:
     poolwatch.instrument(tracker=fresh)
     yield fresh
     poolwatch.instrument(tracker=previous)
+
+
+@pytest.fixture
+def faulty_tracker() -> Iterator[Tracker]:
+    """A tracker whose clock raises on every lease, fed by every adapter (a fault-injection seam).
+
+    Requests through an instrumented library must still succeed; the faults land in
+    ``faulty_tracker.internal_errors``.
+    """
+    calls = {"n": 0}
+
+    def broken_clock() -> float:
+        calls["n"] += 1
+        if calls["n"] > 1:  # the first call sets up the wall-clock offset
+            raise RuntimeError("injected fault")
+        return 0.0
+
+    previous = poolwatch.get_tracker()
+    faulty = Tracker(clock=broken_clock)
+    poolwatch.instrument(tracker=faulty)
+    yield faulty
+    poolwatch.instrument(tracker=previous)

@@ -225,3 +225,25 @@ def test_library_orphans_a_connection():
             "*orphaned*cancelled mid-connect; the library kept the slot*",
         ]
     )
+
+
+def test_a_fault_in_poolwatch_never_fails_the_users_test(suite: pytest.Pytester) -> None:
+    """With a tracker that raises, the test passes and the report says it was not checked."""
+    suite.makepyfile(
+        test_broken="""
+import poolwatch
+
+def broken_clock():
+    raise RuntimeError("injected fault")
+
+def test_runs_with_a_broken_tracker():
+    tracker = poolwatch.Tracker()
+    tracker._clock = broken_clock
+    poolwatch.instrument(tracker=tracker)
+"""
+    )
+    result = suite.runpytest_subprocess("-rA")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(
+        ["*poolwatch could not check this test for leaks: RuntimeError('injected fault')*"]
+    )

@@ -236,28 +236,16 @@ def test_exact_counts_under_16_threads(tracker: Tracker, server: str, leaks: int
 
 
 @LEAK
-def test_fault_in_the_tracker_never_reaches_the_request(server: str) -> None:
+def test_fault_in_the_tracker_never_reaches_the_request(
+    server: str, faulty_tracker: Tracker
+) -> None:
     """A tracker whose clock raises: requests still succeed and the faults are counted."""
-    calls = {"n": 0}
-
-    def broken_clock() -> float:
-        calls["n"] += 1
-        if calls["n"] > 1:  # the first call sets up the wall-clock offset
-            raise RuntimeError("injected fault")
-        return 0.0
-
-    previous = poolwatch.get_tracker()
-    faulty = Tracker(clock=broken_clock)
-    poolwatch.instrument(tracker=faulty)
-    try:
-        with requests.Session() as session:
-            for _ in range(5):
-                response = session.get(server + "/403")
-                assert response.status_code == 403
-                response.close()
-        assert faulty.internal_errors["urllib3.checkout"] >= 5
-    finally:
-        poolwatch.instrument(tracker=previous)
+    with requests.Session() as session:
+        for _ in range(5):
+            response = session.get(server + "/403")
+            assert response.status_code == 403
+            response.close()
+    assert faulty_tracker.internal_errors["urllib3.checkout"] >= 5
 
 
 @LEAK

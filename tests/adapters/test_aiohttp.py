@@ -444,27 +444,15 @@ def test_version_outside_the_tested_range_warns_and_still_installs() -> None:
 
 @LEAK
 @pytest.mark.asyncio
-async def test_fault_in_the_tracker_never_reaches_the_request(ds: Downstream) -> None:
+async def test_fault_in_the_tracker_never_reaches_the_request(
+    ds: Downstream, faulty_tracker: Tracker
+) -> None:
     """A tracker whose clock raises: requests still succeed and the faults are counted."""
-    calls = {"n": 0}
-
-    def broken_clock() -> float:
-        calls["n"] += 1
-        if calls["n"] > 1:  # the first call sets up the wall-clock offset
-            raise RuntimeError("injected fault")
-        return 0.0
-
-    previous = poolwatch.get_tracker()
-    faulty = Tracker(clock=broken_clock)
-    poolwatch.instrument(tracker=faulty)
-    try:
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as session:
-            for _ in range(5):
-                async with session.get(ds.url_for("/large")) as response:
-                    assert len(await response.read()) == MIB
-        assert faulty.internal_errors["aiohttp.checkout"] >= 5
-    finally:
-        poolwatch.instrument(tracker=previous)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as session:
+        for _ in range(5):
+            async with session.get(ds.url_for("/large")) as response:
+                assert len(await response.read()) == MIB
+    assert faulty_tracker.internal_errors["aiohttp.checkout"] >= 5
 
 
 @LEAK

@@ -389,28 +389,16 @@ def test_exact_counts_under_8_threads(tracker: Tracker, server: str, leaks: int)
     client.close()
 
 
-def test_fault_in_the_tracker_never_reaches_the_request(server: str) -> None:
+def test_fault_in_the_tracker_never_reaches_the_request(
+    server: str, faulty_tracker: Tracker
+) -> None:
     """A tracker whose clock raises: httpx requests still succeed and the faults are counted."""
-    calls = {"n": 0}
-
-    def broken_clock() -> float:
-        calls["n"] += 1
-        if calls["n"] > 1:  # the first call sets up the wall-clock offset
-            raise RuntimeError("injected fault")
-        return 0.0
-
-    previous = poolwatch.get_tracker()
-    faulty = Tracker(clock=broken_clock)
-    poolwatch.instrument(tracker=faulty)
-    try:
-        with httpx.Client() as client:
-            for _ in range(5):
-                assert client.get(server + "/403").status_code == 403
-                with client.stream("GET", server + "/403") as response:
-                    assert response.status_code == 403
-        assert faulty.internal_errors["httpx.checkout"] >= 10
-    finally:
-        poolwatch.instrument(tracker=previous)
+    with httpx.Client() as client:
+        for _ in range(5):
+            assert client.get(server + "/403").status_code == 403
+            with client.stream("GET", server + "/403") as response:
+                assert response.status_code == 403
+    assert faulty_tracker.internal_errors["httpx.checkout"] >= 10
 
 
 @LEAK

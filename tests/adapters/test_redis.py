@@ -299,28 +299,16 @@ def test_pool_name_has_no_credentials(tmp_path: Path) -> None:
 
 
 @LEAK
-def test_fault_in_the_tracker_never_reaches_the_command(redis_port: int) -> None:
+def test_fault_in_the_tracker_never_reaches_the_command(
+    redis_port: int, faulty_tracker: Tracker
+) -> None:
     """A tracker whose clock raises: commands still succeed and the faults are counted."""
-    calls = {"n": 0}
-
-    def broken_clock() -> float:
-        calls["n"] += 1
-        if calls["n"] > 1:  # the first call sets up the wall-clock offset
-            raise RuntimeError("injected fault")
-        return 0.0
-
-    previous = poolwatch.get_tracker()
-    faulty = Tracker(clock=broken_clock)
-    poolwatch.instrument(tracker=faulty)
-    try:
-        client = redis.Redis(host="127.0.0.1", port=redis_port)
-        for i in range(5):
-            client.set("poolwatch:f", i)
-            assert client.get("poolwatch:f") == str(i).encode()
-        assert faulty.internal_errors["redis.checkout"] >= 5
-        client.close()
-    finally:
-        poolwatch.instrument(tracker=previous)
+    client = redis.Redis(host="127.0.0.1", port=redis_port)
+    for i in range(5):
+        client.set("poolwatch:f", i)
+        assert client.get("poolwatch:f") == str(i).encode()
+    assert faulty_tracker.internal_errors["redis.checkout"] >= 5
+    client.close()
 
 
 @pytest.mark.allow_leaks(reason="the inner pytester session leaks on purpose")

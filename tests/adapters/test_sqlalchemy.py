@@ -443,27 +443,15 @@ def test_exact_counts_under_8_threads(
 
 
 @LEAK
-def test_fault_in_the_tracker_never_reaches_the_query(make_engine: Callable[..., Engine]) -> None:
+def test_fault_in_the_tracker_never_reaches_the_query(
+    make_engine: Callable[..., Engine], faulty_tracker: Tracker
+) -> None:
     """A tracker whose clock raises: queries still run and the faults are counted."""
-    calls = {"n": 0}
-
-    def broken_clock() -> float:
-        calls["n"] += 1
-        if calls["n"] > 1:  # the first call sets up the wall-clock offset
-            raise RuntimeError("injected fault")
-        return 0.0
-
-    previous = poolwatch.get_tracker()
-    faulty = Tracker(clock=broken_clock)
-    poolwatch.instrument(tracker=faulty)
-    try:
-        engine = make_engine()
-        for _ in range(5):
-            with engine.connect() as conn:
-                assert conn.execute(text("select 41 + 1")).scalar() == 42
-        assert faulty.internal_errors["sqlalchemy.checkout"] >= 5
-    finally:
-        poolwatch.instrument(tracker=previous)
+    engine = make_engine()
+    for _ in range(5):
+        with engine.connect() as conn:
+            assert conn.execute(text("select 41 + 1")).scalar() == 42
+    assert faulty_tracker.internal_errors["sqlalchemy.checkout"] >= 5
 
 
 def test_pool_name_keeps_no_query_string(tracker: Tracker, tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ import pytest
 from .._api import get_tracker, instrument, instrumented, uninstrument
 from .._errors import PoolwatchWarning
 from .._report import format_leaks
+from .._tracker import Tracker
 from ._fixtures import downstream  # pytest finds fixtures by module attribute
 
 __all__ = ["PoolwatchLeakWarning", "downstream"]
@@ -107,7 +108,11 @@ def pytest_fixture_setup(
     tracker = get_tracker()
     before = tracker.seq
     result = yield
-    seqs = tracker.live_seqs(before, tracker.seq)
+    try:
+        seqs = tracker.live_seqs(before, tracker.seq)
+    except Exception as exc:  # a fault in poolwatch must not break the user's fixture
+        tracker.internal_error("plugin.fixture_setup", exc)
+        seqs = []
     if seqs:
         state.fixture_seqs.update(seqs)
         state.by_fixture[id(fixturedef)] = _FixtureLeases(
@@ -141,6 +146,19 @@ def pytest_runtest_teardown(
     if state.mode == "off" or _MARK not in item.stash:
         return result
     tracker = get_tracker()
+    try:
+        _check(item, state, tracker)
+    except (pytest.fail.Exception, Warning):  # the verdict itself (warn mode may raise one)
+        raise
+    except Exception as exc:  # a fault in poolwatch is counted and shown, never the test's
+        tracker.internal_error("plugin.teardown", exc)
+        item.add_report_section(
+            "teardown", "poolwatch", f"poolwatch could not check this test for leaks: {exc!r}"
+        )
+    return result
+
+
+def _check(item: pytest.Item, state: _State, tracker: Tracker) -> None:
     leaks = tracker.leaks_since(item.stash[_MARK], exclude=state.fixture_seqs)
     fixture_reports = []
     for owned in state.finalized:
@@ -177,7 +195,6 @@ def pytest_runtest_teardown(
     sections.extend(fixture_reports)
     if sections:
         _complain(item, state.mode, sections)
-    return result
 
 
 def _complain(item: pytest.Item, mode: str, sections: list[str]) -> None:
