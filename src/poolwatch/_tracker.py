@@ -756,6 +756,26 @@ class Tracker:
                 self.internal_error(f"{pool.kind}.idle_of", exc)
         return out
 
+    def connections_of(self, seqs: Collection[int]) -> list[Any]:
+        """The connection objects, where still alive, of the live leases ``seqs``.
+
+        For clean-up tools (the hunt closes what a scenario leaked) that must not read records.
+        """
+        with self._lock:
+            refs = [
+                r.connection
+                for pool in self._pools.values()
+                for r in pool.leases.values()
+                if r.seq in seqs and r.connection is not None
+            ]
+        return [conn for conn in (ref() for ref in refs) if conn is not None]
+
+    def pool_objects(self) -> list[tuple[str, str, Any]]:
+        """(kind, name, library pool object) of every pool whose object is still alive."""
+        with self._lock:
+            pools = list(self._pools.values())
+        return [(p.kind, p.name, obj) for p in pools if (obj := p.ref()) is not None]
+
     def iter_pools(self) -> Iterator[PoolRecord]:
         with self._lock:
             pools = list(self._pools.values())

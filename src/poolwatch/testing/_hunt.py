@@ -413,20 +413,16 @@ def _release(tracker: Tracker, seqs: set[int], port: int) -> None:
 
     A response the user's code still holds can keep its socket open after its connection
     object is closed (http.client hands the socket to the response on ``Connection: close``),
-    so the caller also shuts down every socket still open toward the dead port. This reaches
-    into the tracker's records (the frozen ``Lease`` has no connection object); a change there
-    is counted as an internal error and the hunt goes on.
+    so the caller also shuts down every socket still open toward the dead port. A failure
+    here is counted as an internal error and the hunt goes on.
     """
     suffix = f":{port}"
     try:
-        for pool in tracker.iter_pools():
-            for record in list(pool.leases.values()):
-                ref = record.connection if record.seq in seqs else None
-                connection = ref() if ref is not None else None
-                if connection is not None:
-                    _close(connection)
-            if pool.name.endswith(suffix):
-                _close(pool.ref())
+        for connection in tracker.connections_of(seqs):
+            _close(connection)
+        for _kind, name, pool in tracker.pool_objects():
+            if name.endswith(suffix):
+                _close(pool)
     except Exception as exc:
         tracker.internal_error("hunt.release", exc)
 
@@ -456,6 +452,9 @@ def run_scenario(
     downstream = Downstream(default=scenario.reply, load_balancer=scenario.load_balancer)
     downstream.start()
     mark = tracker.seq
+    # Sockets already toward this port belong to someone else: the OS may hand a fresh
+    # downstream a port number that an earlier, stopped server had, with stale sockets to it.
+    stale = {sock.inode for sock in sockets_toward(downstream.port)}
     call = _Call(func, downstream.url, timeout, scenario.name)
     call.start()
     finished = call.wait()
@@ -469,17 +468,21 @@ def run_scenario(
     gc.collect(1)
     thread_id = call.thread.ident
     suffix = f":{downstream.port}"
+
     # The scenario's leases: taken on its thread (and its event loop), or from a pool for its
     # downstream's port on any thread; never another thread's work elsewhere in the process.
-    leases = [
-        lease
-        for lease in tracker.leaks_since(mark)
-        if lease.thread_id == thread_id or lease.pool.endswith(suffix)
-    ]
-    leaked = [lease for lease in leases if lease.state != "orphaned"]
-    orphans = [lease for lease in leases if lease.state == "orphaned"]
+    def ours(lease: Lease) -> bool:
+        return lease.thread_id == thread_id or lease.pool.endswith(suffix)
+
+    leaked = [lease for lease in tracker.leaks_since(mark) if ours(lease)]
+    orphans = [lease for lease in tracker.orphans_since(mark) if ours(lease)]
+    leases = leaked + orphans
     downstream.stop()
-    close_wait = sockets_toward(downstream.port, states=("CLOSE_WAIT",))
+    close_wait = [
+        sock
+        for sock in sockets_toward(downstream.port, states=("CLOSE_WAIT",))
+        if sock.inode not in stale
+    ]
     idle = {info.inode for _, info in tracker.idle_sockets() if info.inode is not None}
     close_wait_idle = sum(1 for s in close_wait if s.inode in idle)
     error = call.error
@@ -498,7 +501,7 @@ def run_scenario(
         error=error_text,
         hung=call.hung or not finished,
         seconds=time.monotonic() - started,
-        leases=tuple(leaked + orphans),
+        leases=tuple(leases),
     )
 
 
