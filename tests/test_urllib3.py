@@ -278,3 +278,15 @@ def test_no_secret_reaches_any_report(tracker: Tracker, server: str) -> None:
         for secret in ("hunter2pass", "alice", "s3cr3tq", "token=", "AUTHSECRET", "COOKIESECRET"):
             assert secret not in blob
         held.release_conn()
+
+
+@LEAK
+def test_closed_pool_keeps_its_capacity(tracker: Tracker, server: str) -> None:
+    """A pool closed with a connection still out reports its max, not "unbounded"."""
+    pool = urllib3.HTTPConnectionPool("127.0.0.1", int(server.rsplit(":", 1)[1]), maxsize=3)
+    held = pool.request("GET", "/403", preload_content=False)
+    pool.close()
+    (snap,) = tracker.snapshot().pools
+    assert (snap.leased, snap.idle, snap.max) == (1, 0, 3)
+    assert repr(snap).endswith("[leased 1 | idle 0 | waiting 0 | max 3]>")
+    held.release_conn()

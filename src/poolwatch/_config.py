@@ -120,6 +120,8 @@ class Config:
     admin: str | None = None
     admin_token: Secret | None = None
     admin_url: str | None = None
+    #: Serve the admin app beyond loopback when ``admin`` names such an address (never implied).
+    admin_public: bool = False
     drill_every: float | None = None
     rules: Rules = field(default_factory=Rules)
     smtp: SmtpConfig | None = None
@@ -330,6 +332,7 @@ _SCHEMA: dict[str, dict[str, _Parser]] = {
         "admin": _hostport,
         "admin_token": _secret,
         "admin_url": _url,
+        "admin_public": _bool,
         "drill_every": _positive_duration,
     },
     "rules": {

@@ -273,4 +273,18 @@ def _serve_admin(runtime: Runtime, spec: str, cfg: Config) -> Any:
             "install 'poolwatch[admin]' or start without admin="
         ) from None
     token = cfg.admin_token.reveal() if cfg.admin_token is not None else None
-    return serve(runtime=runtime, host=host.strip("[]"), port=int(port), token=token)
+    try:
+        return serve(
+            runtime=runtime,
+            host=host.strip("[]"),
+            port=int(port),
+            token=token,
+            allow_public=cfg.admin_public,
+        )
+    except module.AdminBindError as exc:
+        if cfg.admin_public or "allow_public" not in str(exc):
+            raise
+        raise module.AdminBindError(
+            f"{exc} From poolwatch.start() or a config file: set admin_public = true (and an "
+            "admin_token) to serve beyond loopback."
+        ) from None

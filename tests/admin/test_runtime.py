@@ -71,3 +71,24 @@ def test_sampler_stopped_fails_the_healthcheck(runtime: Any) -> None:
     reply = get(runtime.admin.url + "healthcheck")
     assert reply.status == 500
     assert reply.json()["sampler"]["healthy"] is False
+
+
+def test_start_binds_beyond_loopback_only_when_told() -> None:
+    """admin beyond loopback is refused, naming admin_public; with it, the bind is attempted.
+
+    192.0.2.10 (TEST-NET-1) is on no interface here: once allowed, the bind fails locally, so
+    nothing ever listens beyond loopback during the test.
+    """
+    import poolwatch
+    from poolwatch.admin import AdminBindError
+
+    with pytest.raises(AdminBindError, match="admin_public = true"):
+        poolwatch.start({"log": False}, admin="192.0.2.10:0", instrument=False, spool=False)
+    unassigned = r"cannot serve the poolwatch admin app on 192\.0\.2\.10"
+    with pytest.raises(AdminBindError, match=unassigned):
+        poolwatch.start(
+            {"log": False, "admin_public": True, "admin_token": "s3cret-token-value"},
+            admin="192.0.2.10:0",
+            instrument=False,
+            spool=False,
+        )

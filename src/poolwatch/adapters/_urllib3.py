@@ -30,10 +30,10 @@ def pool_name(pool: Any) -> str:
     return f"{pool.scheme}://{host}:{pool.port}"
 
 
-def _stats(pool: Any) -> PoolStats:
+def _stats(pool: Any, maxsize: int | None = None) -> PoolStats:
     queue = pool.pool
-    if queue is None:  # closed
-        return None, 0, 0
+    if queue is None:  # closed: its queue is gone, its capacity was what it was
+        return maxsize, 0, 0
     idle = sum(1 for conn in list(queue.queue) if conn is not None)
     waiters = getattr(getattr(queue, "not_empty", None), "_waiters", None)
     return queue.maxsize, idle, len(waiters) if waiters is not None else None
@@ -104,11 +104,12 @@ class Urllib3Adapter(Adapter):
         capture = tracker.callsites.capture
 
         def register(pool: Any) -> PoolRecord:
+            maxsize = pool.pool.maxsize if pool.pool is not None else None
             return tracker.pool(
                 pool,
                 "urllib3",
                 pool_name(pool),
-                stats=_stats,
+                stats=lambda p: _stats(p, maxsize),
                 socket_of=_socket_of,
                 idle_of=_idle_of,
             )
