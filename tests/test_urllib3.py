@@ -290,3 +290,22 @@ def test_closed_pool_keeps_its_capacity(tracker: Tracker, server: str) -> None:
     assert (snap.leased, snap.idle, snap.max) == (1, 0, 3)
     assert repr(snap).endswith("[leased 1 | idle 0 | waiting 0 | max 3]>")
     held.release_conn()
+
+
+def take_directly(pool: HTTPConnectionPool) -> object:
+    """Code that calls the private _get_conn itself, not through urlopen."""
+    return pool._get_conn()
+
+
+def test_direct_get_conn_caller_is_the_call_site(tracker: Tracker, server: str) -> None:
+    """The jump over urlopen is checked: a direct _get_conn caller is named, not its caller."""
+    pool = urllib3.HTTPConnectionPool("127.0.0.1", int(server.rsplit(":", 1)[1]), maxsize=1)
+    conn = take_directly(pool)
+    (lease,) = tracker.snapshot().leases
+    assert lease.callsite.function == "take_directly"
+    pool._put_conn(conn)
+    via_urlopen = pool.request("GET", "/403", preload_content=False)
+    (lease,) = tracker.snapshot().leases
+    assert lease.callsite.function == "test_direct_get_conn_caller_is_the_call_site"
+    via_urlopen.release_conn()
+    pool.close()

@@ -124,28 +124,38 @@ class CallSiteFinder:
             return "site-packages" not in filename and "dist-packages" not in filename
         return False
 
-    def capture(self, depth: int = 0, skip: int = 0) -> tuple[CallSite, tuple[CallSite, ...]]:
+    def capture(
+        self, depth: int = 0, skip: int = 0, trusted: int = 0
+    ) -> tuple[CallSite, tuple[CallSite, ...]]:
         """The call site, and up to ``depth`` further user frames outward (a short stack).
 
-        ``skip`` frames above the caller are jumped over unexamined: ``sys._getframe(n)`` builds
-        only the frame object it returns, where walking builds one per frame (~0.2 us each on
-        3.11). Returns one interned ``(site, stack)`` pair per call point: the hot path
-        allocates nothing once a line has been seen.
+        ``skip`` frames above the caller (poolwatch's own) and then ``trusted`` more (frames an
+        adapter expects to be the library's, like urllib3's ``urlopen`` above ``_get_conn``)
+        are jumped over unexamined: ``sys._getframe(n)`` builds only the frame object it
+        returns, where walking builds one per frame (~0.2 us each on 3.11). If the first frame
+        past them is user code, the trusted ones are walked after all: code calling a private
+        hook point directly must still get its own line. Returns one interned ``(site, stack)``
+        pair per call point: the hot path allocates nothing once a line has been seen.
         """
         try:
-            frame: FrameType | None = self._getframe(1 + skip)
+            frame: FrameType | None = self._getframe(1 + skip + trusted)
         except ValueError:  # the stack is shallower than the caller said
-            frame = self._getframe(1)
+            frame, trusted = self._getframe(1 + skip), 0
         kinds = self._skip
+        first = True
         while frame is not None:
             filename = frame.f_code.co_filename
             kind = kinds.get(filename)
             if kind is None:
                 kind = kinds[filename] = self._kind(filename)
             if kind == _USER:
+                if first and trusted:
+                    # +1: this call's own frame now stands between the caller and the stack.
+                    return self.capture(depth, skip + 1)
                 break
             if kind == _LOOP:
                 return _TASK
+            first = False
             frame = frame.f_back
         if frame is None:
             return _UNKNOWN

@@ -284,12 +284,12 @@ class Tracker:
     def capture(self, library_frames: int = 0) -> tuple[CallSite, tuple[CallSite, ...]]:
         """The call site of the user code running now (see ``CallSiteFinder``).
 
-        ``library_frames``: how many frames above the caller are certainly library code (urllib3's
-        ``urlopen`` above the ``_get_conn`` hook): they are jumped over, not walked, which saves
-        building a frame object for each.
+        ``library_frames``: how many frames above the caller are expected to be library code
+        (urllib3's ``urlopen`` above the ``_get_conn`` hook): they are jumped over, not walked,
+        which saves building a frame object for each (checked when user code follows them).
         """
         # 2: this method and its caller (an adapter hook) are poolwatch frames.
-        return self.callsites.capture(self.stack_depth, 2 + library_frames)
+        return self.callsites.capture(self.stack_depth, 2, library_frames)
 
     def checkout(
         self,

@@ -123,8 +123,9 @@ class Urllib3Adapter(Adapter):
                 record = pools_get(id(self))
                 if record is None or record.ref() is not self:
                     record = register(self)
-                # Skip this hook and urlopen (our caller, certainly urllib3) unexamined.
-                site = capture(tracker.stack_depth, 2)
+                # Jump over this hook and urlopen, our expected caller (checked if user code
+                # turns out to call _get_conn itself).
+                site = capture(tracker.stack_depth, 1, 1)
                 token = tracker.wait_begin(record, site) if self.block else None
             except Exception as exc:
                 tracker.internal_error("urllib3.checkout", exc)
