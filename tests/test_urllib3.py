@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gc
 import threading
-import time
 
 import pytest
 import requests
@@ -14,6 +13,7 @@ from urllib3.connectionpool import HTTPConnectionPool
 import poolwatch
 from poolwatch import Tracker
 
+from ._helpers import wait_for_waiter
 from ._httpserver import HTML_403
 
 LEAK = pytest.mark.allow_leaks(reason="leaks on purpose to check what poolwatch reports")
@@ -148,11 +148,7 @@ def test_caller_blocked_without_timeout_is_visible_as_waiting(
 
     worker = threading.Thread(target=blocked_caller, name="blocked-worker")
     worker.start()
-    deadline = time.monotonic() + 5
-    pool = tracker.snapshot().pools[0]
-    while pool.waiting == 0 and time.monotonic() < deadline:
-        time.sleep(0.01)
-        pool = tracker.snapshot().pools[0]
+    pool = wait_for_waiter(tracker)
     assert pool.waiting == 1
     (waiter,) = pool.waiters
     assert waiter.thread_name == "blocked-worker"

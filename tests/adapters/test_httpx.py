@@ -20,6 +20,7 @@ from poolwatch import Tracker
 from poolwatch.adapters._httpx import HttpxAdapter
 from poolwatch.testing import Downstream, Reply
 
+from .._helpers import pool_of
 from .._httpserver import HTML_403
 
 LEAK = pytest.mark.allow_leaks(reason="leaks on purpose to check what poolwatch reports")
@@ -40,11 +41,6 @@ def fetch_status(client: httpx.Client, url: str) -> int:
 
 def hold(client: httpx.Client, url: str) -> httpx.Response:
     return client.send(client.build_request("GET", url), stream=True)
-
-
-def one_pool(tracker: Tracker) -> poolwatch.PoolSnapshot:
-    (pool,) = [p for p in tracker.snapshot().pools if p.kind == "httpx"]
-    return pool
 
 
 @LEAK
@@ -79,7 +75,7 @@ def test_dropped_response_is_a_confirmed_leak_whose_slot_stays_lost(
     with httpx.Client(limits=limits, timeout=httpx.Timeout(5, pool=0.05)) as client:
         assert fetch_status(client, server + "/403") == 403
         gc.collect()
-        pool = one_pool(tracker)
+        pool = pool_of(tracker, "httpx")
         (lease,) = pool.leases
         assert lease.state == "lost"
         assert str(lease.callsite).endswith(f"in {fetch_status.__name__}")
@@ -102,7 +98,7 @@ def test_stream_context_manager_is_clean(tracker: Tracker, server: str) -> None:
         with client.stream("GET", server + "/403") as response:
             assert response.status_code == 403
             assert len(tracker.snapshot().leases) == 1
-        pool = one_pool(tracker)
+        pool = pool_of(tracker, "httpx")
         assert (pool.leased, pool.checkouts, pool.checkins) == (0, 1, 1)
 
 
@@ -113,7 +109,7 @@ def test_dropped_stream_context_manager_closes_itself(tracker: Tracker, server: 
         assert manager.__enter__().status_code == 403
         del manager  # the generator's finalizer closes the response
         gc.collect()
-        pool = one_pool(tracker)
+        pool = pool_of(tracker, "httpx")
         assert (pool.leased, pool.confirmed_leaks, pool.checkins) == (0, 0, 1)
 
 
@@ -122,7 +118,7 @@ def test_read_responses_return_to_the_pool_as_idle(tracker: Tracker, server: str
     with httpx.Client() as client:
         for _ in range(3):
             assert client.get(server + "/ok").status_code == 200
-        pool = one_pool(tracker)
+        pool = pool_of(tracker, "httpx")
         assert (pool.leased, pool.idle, pool.checkouts, pool.checkins) == (0, 1, 3, 3)
         assert repr(pool) == f"<Pool httpx {server} [leased 0 | idle 1 | waiting 0 | max 100]>"
 
@@ -131,7 +127,7 @@ def test_unlimited_pool_reports_no_max(tracker: Tracker, server: str) -> None:
     """`httpx.Limits()` with no arguments is unbounded: the snapshot says so."""
     with httpx.Client(limits=httpx.Limits()) as client:
         client.get(server + "/ok")
-        pool = one_pool(tracker)
+        pool = pool_of(tracker, "httpx")
         assert pool.max is None
         assert pool.utilisation is None
 
@@ -155,7 +151,7 @@ def test_pool_timeout_message_says_everything(tracker: Tracker, server: str) -> 
         # httpx builds its exception from str() of httpcore's, which carries the same text.
         assert isinstance(info.value.__cause__, httpcore.PoolTimeout)
         assert str(info.value.__cause__) == message
-        assert one_pool(tracker).exhaustions == 1
+        assert pool_of(tracker, "httpx").exhaustions == 1
         (event,) = [e for e in tracker.snapshot().events if e.kind == "exhausted"]
         assert event.message in message
         for response in kept:
@@ -178,10 +174,10 @@ def test_caller_waiting_for_a_connection_is_visible(tracker: Tracker, server: st
     worker = threading.Thread(target=blocked_caller, name="blocked-worker")
     worker.start()
     deadline = time.monotonic() + 10
-    pool = one_pool(tracker)
+    pool = pool_of(tracker, "httpx")
     while not pool.waiters and time.monotonic() < deadline:
         time.sleep(0.01)
-        pool = one_pool(tracker)
+        pool = pool_of(tracker, "httpx")
     assert pool.waiting == 1
     (waiter,) = pool.waiters
     assert waiter.thread_name == "blocked-worker"
@@ -190,7 +186,7 @@ def test_caller_waiting_for_a_connection_is_visible(tracker: Tracker, server: st
     held.close()  # returns the connection to the pool, which hands it to the waiter
     worker.join(10)
     assert done.is_set()
-    pool = one_pool(tracker)
+    pool = pool_of(tracker, "httpx")
     assert (pool.waiting, pool.leased, pool.checkouts, pool.checkins) == (0, 0, 2, 2)
     client.close()
 
@@ -224,7 +220,7 @@ def test_every_client_shape_is_tracked(tracker: Tracker, server: str, shape: str
         assert lease.callsite.filename == __file__
         assert lease.response is not None
         assert lease.response.status == response.status_code == 403
-    pool = one_pool(tracker)
+    pool = pool_of(tracker, "httpx")
     assert (pool.leased, pool.checkouts, pool.checkins) == (0, 1, 1)
 
 
@@ -235,7 +231,7 @@ def test_plain_httpcore_pool_is_tracked(tracker: Tracker, server: str) -> None:
         assert lease.callsite.function == "test_plain_httpcore_pool_is_tracked"
         assert lease.response is not None
         assert lease.response.status == response.status == 403
-    assert one_pool(tracker).leased == 0
+    assert pool_of(tracker, "httpx").leased == 0
 
 
 @pytest.mark.parametrize(
@@ -299,7 +295,7 @@ def test_client_closed_with_response_open_is_reported(tracker: Tracker, server: 
     assert leak.callsite.function == "hold"
     assert leak.note == "the client was closed with this response open"
     kept.close()  # no second report, no error
-    assert one_pool(tracker).confirmed_leaks == 1
+    assert pool_of(tracker, "httpx").confirmed_leaks == 1
 
 
 @LEAK
@@ -380,12 +376,12 @@ def test_exact_counts_under_8_threads(tracker: Tracker, server: str, leaks: int)
     for thread in threads:
         thread.join(120)
     assert errors == []
-    pool = one_pool(tracker)
+    pool = pool_of(tracker, "httpx")
     assert pool.leased == len(kept) == leaks
     assert (pool.checkouts, pool.checkins) == (2000, 2000 - leaks)
     for response in kept:
         response.close()
-    assert one_pool(tracker).leased == 0
+    assert pool_of(tracker, "httpx").leased == 0
     client.close()
 
 
@@ -442,4 +438,4 @@ def test_ipv6_pool_name_brackets_the_address(tracker: Tracker) -> None:
     """A pool first used for an IPv6 literal is named `http://[::1]:port`, as URLs write it."""
     with Downstream(host="::1") as downstream, httpx.Client() as client:
         assert client.get(downstream.url_for("/ok")).status_code == 200
-        assert one_pool(tracker).name == f"http://[::1]:{downstream.port}"
+        assert pool_of(tracker, "httpx").name == f"http://[::1]:{downstream.port}"

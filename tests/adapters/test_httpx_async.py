@@ -13,6 +13,8 @@ import poolwatch
 from poolwatch import Tracker
 from poolwatch.testing import Downstream, Reply
 
+from .._helpers import pool_of
+
 LEAK = pytest.mark.allow_leaks(reason="leaks on purpose to check what poolwatch reports")
 
 
@@ -30,11 +32,6 @@ async def fetch_status(client: httpx.AsyncClient, url: str) -> int:
 
 async def hold(client: httpx.AsyncClient, url: str) -> httpx.Response:
     return await client.send(client.build_request("GET", url), stream=True)
-
-
-def one_pool(tracker: Tracker) -> poolwatch.PoolSnapshot:
-    (pool,) = [p for p in tracker.snapshot().pools if p.kind == "httpx"]
-    return pool
 
 
 async def until(predicate: object, *, turns: int = 200) -> None:
@@ -70,7 +67,7 @@ async def test_dropped_response_is_lost_and_its_slot_with_it(tracker: Tracker, s
     async with httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(5, pool=0.05)) as client:
         assert await fetch_status(client, server + "/403") == 403
         gc.collect()
-        (lease,) = one_pool(tracker).leases
+        (lease,) = pool_of(tracker, "httpx").leases
         assert lease.state == "lost"
         assert lease.callsite.function == "fetch_status"
         with pytest.raises(httpx.PoolTimeout) as info:
@@ -89,7 +86,7 @@ async def test_async_stream_context_manager_is_clean(tracker: Tracker, server: s
     ):
         assert response.status_code == 403
         assert len(tracker.snapshot().leases) == 1
-    pool = one_pool(tracker)
+    pool = pool_of(tracker, "httpx")
     assert (pool.leased, pool.checkouts, pool.checkins) == (0, 1, 1)
 
 
@@ -103,8 +100,8 @@ async def test_dropped_async_stream_manager_closes_a_turn_later(
         assert (await manager.__aenter__()).status_code == 403
         del manager
         gc.collect()
-        await until(lambda: one_pool(tracker).leased == 0)
-        pool = one_pool(tracker)
+        await until(lambda: pool_of(tracker, "httpx").leased == 0)
+        pool = pool_of(tracker, "httpx")
         assert (pool.leased, pool.confirmed_leaks, pool.checkins) == (0, 0, 1)
 
 
@@ -125,7 +122,7 @@ async def test_async_pool_timeout_message_says_everything(tracker: Tracker, serv
         site = tracker.snapshot().leases[0].callsite
         assert f"2 x {site}: response 403 text/html, 86-byte body" in message
         assert "task holder-0 on thread MainThread" in message
-        assert one_pool(tracker).exhaustions == 1
+        assert pool_of(tracker, "httpx").exhaustions == 1
         for response in kept:
             await response.aclose()
 
@@ -139,13 +136,15 @@ async def test_cancelled_while_awaiting_headers_is_clean(
     limits = httpx.Limits(max_connections=1)
     async with httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(10, pool=2)) as client:
         task = asyncio.create_task(client.get(scripted.url_for("/slow")), name="slow")
-        await until(lambda: one_pool(tracker).leased == 1 if tracker.snapshot().pools else False)
+        await until(
+            lambda: pool_of(tracker, "httpx").leased == 1 if tracker.snapshot().pools else False
+        )
         (lease,) = tracker.snapshot().leases
         assert lease.response is None  # in flight: a lease, no response yet
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        pool = one_pool(tracker)
+        pool = pool_of(tracker, "httpx")
         assert (pool.leased, pool.orphans, pool.confirmed_leaks) == (0, 0, 0)
         assert tracker.leaks_since(0) == []
         # The pool really has its slot back.
@@ -161,7 +160,7 @@ async def test_read_timeout_is_clean(tracker: Tracker, scripted: Downstream) -> 
     async with httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(5, read=0.05)) as client:
         with pytest.raises(httpx.ReadTimeout):
             await client.get(scripted.url_for("/slow"))
-        pool = one_pool(tracker)
+        pool = pool_of(tracker, "httpx")
         assert (pool.leased, pool.orphans, pool.confirmed_leaks) == (0, 0, 0)
         assert (await client.get(scripted.url_for("/ok"))).status_code == 200
 
@@ -176,7 +175,7 @@ async def test_cancelled_mid_body_is_clean(tracker: Tracker, scripted: Downstrea
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        pool = one_pool(tracker)
+        pool = pool_of(tracker, "httpx")
         assert (pool.leased, pool.orphans, pool.confirmed_leaks) == (0, 0, 0)
 
 
@@ -192,12 +191,12 @@ async def test_cancelled_while_queued_is_clean(tracker: Tracker, server: str) ->
             return await client.get(server + "/ok")
 
         queued = asyncio.create_task(wait_in_line(), name="queued")
-        await until(lambda: one_pool(tracker).waiting == 1)
-        assert one_pool(tracker).waiters[0].callsite.function.endswith("wait_in_line")
+        await until(lambda: pool_of(tracker, "httpx").waiting == 1)
+        assert pool_of(tracker, "httpx").waiters[0].callsite.function.endswith("wait_in_line")
         queued.cancel()
         with pytest.raises(asyncio.CancelledError):
             await queued
-        pool = one_pool(tracker)
+        pool = pool_of(tracker, "httpx")
         assert (pool.leased, pool.waiting, pool.orphans, pool.checkouts) == (1, 0, 0, 1)
         await held.aclose()
 
@@ -212,14 +211,14 @@ async def test_cancelled_after_assignment_is_an_orphan_not_a_user_leak(
     async with httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(5, pool=0.2)) as client:
         held = await hold(client, server + "/ok")
         victim = asyncio.create_task(client.get(other_origin + "/ok"), name="victim")
-        await until(lambda: one_pool(tracker).waiting == 1)
+        await until(lambda: pool_of(tracker, "httpx").waiting == 1)
         # Closing the held response lets the pool close its idle connection and create a new one
         # for the queued victim; the victim is cancelled before it can run.
         await held.aclose()
         victim.cancel()
         with pytest.raises(asyncio.CancelledError):
             await victim
-        pool = one_pool(tracker)
+        pool = pool_of(tracker, "httpx")
         assert (pool.leased, pool.orphans, pool.confirmed_leaks) == (0, 1, 0)
         assert pool.leaks_by_callsite == ()
         assert tracker.leaks_since(0) == []  # not the user's leak: no_leaks() and the plugin pass
@@ -265,7 +264,7 @@ async def test_200_concurrent_tasks_exact_counts(
             # Bounded in time; wait_for rather than asyncio.timeout, which needs Python 3.11.
             await asyncio.wait_for(asyncio.gather(*(worker(client, t) for t in range(200))), 120)
         gc.collect()
-        pool = one_pool(tracker)
+        pool = pool_of(tracker, "httpx")
         states = [lease.state for lease in pool.leases]
         assert (states.count("leased"), states.count("lost")) == (kept, dropped)
         assert pool.leased == kept + dropped == len(held) + dropped
@@ -273,7 +272,7 @@ async def test_200_concurrent_tasks_exact_counts(
         assert (pool.checkouts, pool.checkins) == (600, 600 - kept - dropped)
         for response in held:
             await response.aclose()
-        assert one_pool(tracker).leased == dropped
+        assert pool_of(tracker, "httpx").leased == dropped
 
 
 class _nothing:
@@ -314,4 +313,4 @@ def test_clean_asyncio_run_passes_no_leaks(tracker: Tracker, server: str) -> Non
 
     with poolwatch.no_leaks(tracker=tracker):
         assert asyncio.run(main()) == 403
-    assert one_pool(tracker).checkouts == 1
+    assert pool_of(tracker, "httpx").checkouts == 1

@@ -21,8 +21,9 @@ from redis.connection import BlockingConnectionPool, ConnectionPool
 
 import poolwatch
 from poolwatch import Tracker
-from poolwatch._models import CallSite
 from poolwatch.adapters._redis import pool_name
+
+from .._helpers import line_after, pool_of, wait_for_waiter
 
 LEAK = pytest.mark.allow_leaks(reason="leaks on purpose to check what poolwatch reports")
 
@@ -67,19 +68,6 @@ def redis_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     finally:
         proc.terminate()
         proc.wait(10)
-
-
-def pool_of(tracker: Tracker) -> poolwatch.PoolSnapshot:
-    (pool,) = tracker.snapshot().pools
-    return pool
-
-
-def line_after(func: Any, offset: int = 1) -> CallSite:
-    """The call site ``offset`` lines below ``func``'s ``def``."""
-    code = func.__code__
-    return CallSite(
-        code.co_filename, code.co_firstlineno + offset, getattr(code, "co_qualname", code.co_name)
-    )
 
 
 def take(pool: ConnectionPool) -> Any:
@@ -212,11 +200,7 @@ def test_thread_blocked_on_a_blocking_pool_is_a_waiter(tracker: Tracker, redis_p
 
     worker = threading.Thread(target=blocked_caller, name="redis-waiter")
     worker.start()
-    deadline = time.monotonic() + 5
-    snap = pool_of(tracker)
-    while snap.waiting == 0 and time.monotonic() < deadline:
-        time.sleep(0.01)
-        snap = pool_of(tracker)
+    snap = wait_for_waiter(tracker)
     assert snap.waiting == 1
     (waiter,) = snap.waiters
     assert waiter.thread_name == "redis-waiter"

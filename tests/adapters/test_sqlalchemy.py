@@ -27,8 +27,10 @@ from sqlalchemy.pool import NullPool, Pool, QueuePool
 
 import poolwatch
 from poolwatch import Tracker
-from poolwatch._models import UNKNOWN_CALLSITE, CallSite
+from poolwatch._models import UNKNOWN_CALLSITE
 from poolwatch.adapters._sqlalchemy import SQLAlchemyAdapter, pool_name
+
+from .._helpers import line_after, pool_of, wait_for_waiter
 
 LEAK = pytest.mark.allow_leaks(reason="leaks on purpose to check what poolwatch reports")
 EVENTS = ("checkout", "checkin", "detach")
@@ -57,19 +59,6 @@ def make_engine(tmp_path: Path) -> Iterator[Callable[..., Engine]]:
 
 def async_url(tmp_path: Path) -> str:
     return f"sqlite+aiosqlite:///{tmp_path / 'async.db'}"
-
-
-def pool_of(tracker: Tracker) -> poolwatch.PoolSnapshot:
-    (pool,) = tracker.snapshot().pools
-    return pool
-
-
-def line_after(func: Callable[..., Any], offset: int = 1) -> CallSite:
-    """The call site ``offset`` lines below ``func``'s ``def`` (where it takes a connection)."""
-    code = func.__code__
-    return CallSite(
-        code.co_filename, code.co_firstlineno + offset, getattr(code, "co_qualname", code.co_name)
-    )
 
 
 def take(engine: Engine) -> Connection:
@@ -269,11 +258,7 @@ def test_thread_blocked_on_a_full_pool_is_visible_as_waiting(
 
     worker = threading.Thread(target=blocked_caller, name="blocked-worker")
     worker.start()
-    deadline = time.monotonic() + 5
-    pool = pool_of(tracker)
-    while pool.waiting == 0 and time.monotonic() < deadline:
-        time.sleep(0.01)
-        pool = pool_of(tracker)
+    pool = wait_for_waiter(tracker)
     assert pool.waiting == 1
     (waiter,) = pool.waiters
     assert waiter.thread_name == "blocked-worker"

@@ -21,18 +21,19 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SAWarning
 from sqlalchemy.exc import TimeoutError as QueuePoolTimeout
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 import poolwatch
 from poolwatch import Tracker
-from poolwatch._models import CallSite
+
+from .._helpers import line_after, pool_of
+from .test_sqlalchemy import take, take_and_drop, take_and_drop_async, take_async
 
 LEAK = pytest.mark.allow_leaks(reason="leaks on purpose to check what poolwatch reports")
 USER = "pw_alice"
@@ -148,36 +149,6 @@ def make_engine(postgres: Postgres) -> Iterator[Callable[..., Engine]]:
     yield make
     for engine in engines:
         engine.dispose()
-
-
-def pool_of(tracker: Tracker) -> poolwatch.PoolSnapshot:
-    (pool,) = tracker.snapshot().pools
-    return pool
-
-
-def line_after(func: Callable[..., Any], offset: int = 1) -> CallSite:
-    code = func.__code__
-    return CallSite(
-        code.co_filename, code.co_firstlineno + offset, getattr(code, "co_qualname", code.co_name)
-    )
-
-
-def take(engine: Engine) -> Connection:
-    return engine.connect()
-
-
-def take_and_drop(engine: Engine) -> None:
-    conn = engine.connect()
-    conn.execute(text("select 1"))
-
-
-async def take_async(engine: AsyncEngine) -> AsyncConnection:
-    return await engine.connect()
-
-
-async def take_and_drop_async(engine: AsyncEngine) -> None:
-    conn = await engine.connect()
-    await conn.execute(text("select 1"))
 
 
 @LEAK
