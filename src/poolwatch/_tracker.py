@@ -684,11 +684,6 @@ class Tracker:
             note=record._get("note"),
         )
 
-    def pool_snapshot(self, pool: PoolRecord, *, sockets: bool = False) -> PoolSnapshot:
-        """One pool's snapshot."""
-        self._drain()
-        return self._pool_snapshot(pool, self._copy_pool(pool), self._clock(), sockets=sockets)
-
     def leaks_since(
         self, seq: int, *, exclude: Collection[int] = (), sockets: bool = False
     ) -> list[Lease]:
