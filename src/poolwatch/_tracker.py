@@ -21,7 +21,8 @@ import weakref
 from collections import Counter, deque
 from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import suppress
-from threading import current_thread
+from operator import itemgetter
+from threading import current_thread, get_ident
 from typing import Any, Protocol
 
 from ._callsite import CallSiteFinder
@@ -64,8 +65,8 @@ class PoolRecord:
 
     __slots__ = (
         "__weakref__",
-        "checkins",
-        "checkouts",
+        "checkin_count",
+        "checkout_count",
         "confirmed_leaks",
         "exhaustions",
         "idle_of",
@@ -101,12 +102,21 @@ class PoolRecord:
         # they leave ``leases`` (whose keys are ids that may now be reused) for this deque.
         self.lost: deque[LeaseRecord] = deque()
         self.lost_evicted = 0
-        self.checkouts = 0
-        self.checkins = 0
+        # The hot path counts with next() on these: atomic under the GIL, with no lock.
+        self.checkout_count = itertools.count(1)
+        self.checkin_count = itertools.count(1)
         self.exhaustions = 0
         self.confirmed_leaks = 0
         self.orphans = 0
         self.leaks_by_callsite: Counter[CallSite] = Counter()
+
+    @property
+    def checkouts(self) -> int:
+        return _count_value(self.checkout_count)
+
+    @property
+    def checkins(self) -> int:
+        return _count_value(self.checkin_count)
 
     @property
     def label(self) -> str:
@@ -116,71 +126,64 @@ class PoolRecord:
         return f"<PoolRecord {self.label} [leased {len(self.leases) + len(self.lost)}]>"
 
 
-class LeaseRecord:
+def _count_value(counter: itertools.count[int]) -> int:
+    """How many times ``next()`` ran on ``counter`` (started at 1), without advancing it.
+
+    ``count`` has no reader; its repr, ``count(N)``, is the documented way to see N.
+    """
+    return int(repr(counter)[6:-1]) - 1
+
+
+# Field positions in a LeaseRecord (a list: building one costs a third of a class instance).
+_POOL, _KEY, _CONNECTION, _ACQUIRED_AT, _SITE, _THREAD, _TASK = range(7)
+_SEQ, _STATE, _RESPONSE, _NOTE, _OWNER_REF = range(7, 12)
+
+
+class LeaseRecord(list[Any]):
     """The tracker's mutable record of one lease; frozen into a ``Lease`` for consumers.
 
-    Only what a checkout knows is set in ``__init__`` (this is the hot path); ``response``,
-    ``note``, ``state`` and ``owner_ref`` are set when they become known and read with
-    defaults (``_get``) otherwise.
+    A list with named read-only fields: a checkout builds one per call, and a list subclass
+    built from a tuple costs a third of a slotted class's ``__init__``. Only the tracker writes
+    to it, by position; ``state``, ``response``, ``note`` and ``owner_ref`` start as None.
     """
 
-    __slots__ = (
-        "acquired_at",
-        "connection",
-        "key",
-        "note",
-        "owner_ref",
-        "pool",
-        "response",
-        "seq",
-        "site",
-        "state",
-        "task_name",
-        "thread",
-    )
+    __slots__ = ()
 
-    # Set later, when known; declared for type checkers (read through ``_get``).
-    note: str | None
-    owner_ref: weakref.ref[Any] | None
-    response: ResponseFacts | None
-    state: str
-
-    def __init__(
-        self,
-        pool: PoolRecord,
-        key: int,
-        connection: weakref.ref[Any] | None,
-        acquired_at: float,
-        site: tuple[CallSite, tuple[CallSite, ...]],
-        thread: threading.Thread,
-        task_name: str | None,
-        seq: int,
-    ) -> None:
-        self.pool = pool
-        self.key = key
-        self.connection = connection
-        self.acquired_at = acquired_at
-        self.site = site
-        self.thread = thread
-        self.task_name = task_name
-        self.seq = seq
+    pool: PoolRecord = property(itemgetter(_POOL))  # type: ignore[assignment]
+    key: int = property(itemgetter(_KEY))  # type: ignore[assignment]
+    #: A weak reference to the connection object, or None.
+    connection: weakref.ref[Any] | None = property(itemgetter(_CONNECTION))  # type: ignore[assignment]
+    acquired_at: float = property(itemgetter(_ACQUIRED_AT))  # type: ignore[assignment]
+    site: tuple[CallSite, tuple[CallSite, ...]] = property(itemgetter(_SITE))  # type: ignore[assignment]
+    thread: threading.Thread = property(itemgetter(_THREAD))  # type: ignore[assignment]
+    task_name: str | None = property(itemgetter(_TASK))  # type: ignore[assignment]
+    seq: int = property(itemgetter(_SEQ))  # type: ignore[assignment]
+    #: None while leased; then "returned", "lost", "closed", "orphaned" ...
+    state: str | None = property(itemgetter(_STATE))  # type: ignore[assignment]
+    response: ResponseFacts | None = property(itemgetter(_RESPONSE))  # type: ignore[assignment]
+    note: str | None = property(itemgetter(_NOTE))  # type: ignore[assignment]
+    owner_ref: weakref.ref[Any] | None = property(itemgetter(_OWNER_REF))  # type: ignore[assignment]
 
     @property
     def callsite(self) -> CallSite:
-        return self.site[0]
+        return self[_SITE][0]  # type: ignore[no-any-return]
 
-    def _get(self, name: str, default: Any = None) -> Any:
-        return getattr(self, name, default)
+    def __repr__(self) -> str:
+        return f"<LeaseRecord #{self[_SEQ]} {self[_POOL].label} at {self.callsite}>"
+
+    # Records are compared by identity (deque.remove, ``in``), never by their fields.
+    __eq__ = object.__eq__
+    __ne__ = object.__ne__
+    __hash__ = object.__hash__  # type: ignore[assignment]
 
 
-def _task_name() -> str | None:
-    aio = sys.modules.get("asyncio")
-    if aio is None:
-        return None
-    loop = aio._get_running_loop()
-    if loop is None:
-        return None
-    task = aio.current_task(loop)
+#: Thread objects by ident, as ``threading.current_thread()`` reads them (without its call).
+_threads: dict[int, threading.Thread] = getattr(threading, "_active", {})
+
+
+def _task_name(loop: Any) -> str | None:
+    """The name of the asyncio task running on ``loop``, if any."""
+    task = sys.modules["asyncio"].current_task(loop)
     return task.get_name() if task is not None else None
 
 
@@ -228,7 +231,6 @@ class Tracker:
         self.stack_depth = stack_depth
         self.max_lost_per_pool = max_lost_per_pool
         self._lock = threading.Lock()
-        self._seq = 0
         # next() on itertools.count is atomic under the GIL: seq needs no lock.
         self._seq_counter = itertools.count(1)
         self._wait_tokens = itertools.count(1)
@@ -236,9 +238,12 @@ class Tracker:
         self._waiters: dict[int, tuple[PoolRecord, float, str, CallSite]] = {}
         self._events: deque[Event] = deque(maxlen=event_history)
         self._ended_leaks: deque[LeaseRecord] = deque(maxlen=leak_history)
-        self._collected: deque[LeaseRecord] = deque()
-        self._gc_ended: deque[tuple[LeaseRecord, str, str | None]] = deque()
-        self._dead_pools: deque[int] = deque()
+        # What garbage-collector callbacks report, applied by the next tracker call (_drain):
+        # ("owner", record) an owner collected while leased, ("end", record, state, note) a
+        # lease ended from a finalizer, ("pool", key) a pool object collected.
+        self._pending: deque[tuple[Any, ...]] = deque()
+        # asyncio's _get_running_loop once asyncio is imported (checkouts then name the task).
+        self._running_loop: Callable[[], Any] | None = None
         self._subscribers: list[Callable[[Event], None]] = []
         self.internal_errors: Counter[str] = Counter()
         self._logged_errors: set[str] = set()
@@ -265,8 +270,8 @@ class Tracker:
         if record is not None and record.ref() is obj:
             return record
         key = id(obj)
-        dead = self._dead_pools
-        ref = weakref.ref(obj, lambda _ref: dead.append(key))
+        pending = self._pending
+        ref = weakref.ref(obj, lambda _ref: pending.append(("pool", key)))
         record = PoolRecord(
             ref, kind, name() if callable(name) else name, stats, socket_of, idle_of
         )
@@ -298,8 +303,12 @@ class Tracker:
         connection: Any = None,
         site: tuple[CallSite, tuple[CallSite, ...]] | None = None,
     ) -> LeaseRecord:
-        """Record that ``key`` (the connection's id) left ``pool`` for the current caller."""
-        if self._collected or self._gc_ended or self._dead_pools:
+        """Record that ``key`` (the connection's id) left ``pool`` for the current caller.
+
+        The hot path takes no lock: one dict store and ``next()`` on counters, each atomic
+        under the GIL (the cold paths that also remove leases take care of that; ``_detach``).
+        """
+        if self._pending:
             self._drain()
         if site is None:
             site = self.callsites.capture(self.stack_depth, 1)
@@ -309,48 +318,50 @@ class Tracker:
                 conn_ref = weakref.ref(connection)
             except TypeError:
                 pass
-        record = LeaseRecord(
-            pool,
-            key,
-            conn_ref,
-            self._clock(),
-            site,
-            current_thread(),
-            _task_name() if "asyncio" in sys.modules else None,
-            next(self._seq_counter),
-        )
+        running_loop = self._running_loop or self._find_running_loop()
+        loop = running_loop() if running_loop is not None else None
         leases = pool.leases
-        lock = self._lock
-        # acquire/release rather than `with`: the context-manager protocol doubles the cost.
-        lock.acquire()
-        try:
-            previous = leases.get(key)
-            leases[key] = record
-            pool.checkouts += 1
-            if record.seq > self._seq:
-                self._seq = record.seq
-        finally:
-            lock.release()
+        previous = leases.get(key)
+        record = LeaseRecord(
+            (
+                pool,
+                key,
+                conn_ref,
+                self._clock(),
+                site,
+                _threads.get(get_ident()) or current_thread(),
+                None if loop is None else _task_name(loop),
+                next(self._seq_counter),
+                None,
+                None,
+                None,
+                None,
+            )
+        )
+        leases[key] = record
+        next(pool.checkout_count)
         if previous is not None:
             # The same connection leased twice without a checkin: the library reused it under
             # us. The older lease cannot still hold it; close it as an orphan.
-            self._end(previous, "orphaned", "connection checked out again without a checkin")
+            self._end(previous, "orphaned", "connection checked out again without a checkin", False)
         return record
+
+    def _find_running_loop(self) -> Callable[[], Any] | None:
+        aio = sys.modules.get("asyncio")
+        if aio is not None:
+            self._running_loop = aio.events._get_running_loop
+        return self._running_loop
 
     def checkin(self, pool: PoolRecord, key: int, how: str = "returned") -> LeaseRecord | None:
         """Record that the connection ``key`` came back to ``pool`` (or was discarded)."""
-        lock = self._lock
-        lock.acquire()
-        try:
-            record = pool.leases.pop(key, None)
-            if record is None:
-                return None
-            pool.checkins += 1
-            record.state = how
-            record.owner_ref = None
-        finally:
-            lock.release()
-        if self._collected or self._gc_ended or self._dead_pools:
+        record = pool.leases.pop(key, None)
+        if record is None:
+            return None
+        next(pool.checkin_count)
+        record[_STATE] = how
+        # Its owner's weak reference goes with it: no callback for an owner collected later.
+        record[_OWNER_REF] = None
+        if self._pending:
             self._drain()
         return record
 
@@ -359,22 +370,32 @@ class Tracker:
         with self._lock:
             if not self._detach(record):
                 return False
-            record.pool.checkins += 1
-            record.state = how
-            record.owner_ref = None
+            next(record.pool.checkin_count)
+            record[_STATE] = how
+            record[_OWNER_REF] = None
         return True
 
     @staticmethod
     def _detach(record: LeaseRecord) -> bool:
-        """Remove a live or lost lease from its pool (call with the lock held)."""
+        """Remove a live or lost lease from its pool (call with the lock held).
+
+        The lock-free hot path may check this lease in, and even lease its connection again,
+        while this runs: the lease is removed only if it is still the one under its key.
+        """
         pool = record.pool
-        if pool.leases.get(record.key) is record:
-            del pool.leases[record.key]
-        elif record in pool.lost:
-            pool.lost.remove(record)
-        else:
+        leases = pool.leases
+        key = record.key
+        if leases.get(key) is record:
+            current = leases.pop(key, None)
+            if current is record:
+                return True
+            if current is not None:  # checked in and leased again in between: not ours
+                leases.setdefault(key, current)
             return False
-        return True
+        if record in pool.lost:
+            pool.lost.remove(record)
+            return True
+        return False
 
     def lease_of(self, pool: PoolRecord, key: int) -> LeaseRecord | None:
         """The live lease of connection ``key`` in ``pool``, if any."""
@@ -382,17 +403,17 @@ class Tracker:
 
     def set_owner(self, record: LeaseRecord, owner: Any) -> None:
         """Watch ``owner`` (a response, a connection wrapper): collected while leased = leak."""
-        collected = self._collected
+        pending = self._pending
 
         def _on_collected(_ref: Any, record: LeaseRecord = record) -> None:
-            collected.append(record)
+            pending.append(("owner", record))
 
         with suppress(TypeError):
-            record.owner_ref = weakref.ref(owner, _on_collected)
+            record[_OWNER_REF] = weakref.ref(owner, _on_collected)
 
     def attach_response(self, record: LeaseRecord, facts: ResponseFacts) -> None:
         """Attach what the response looked like to the lease that carried it."""
-        record.response = facts
+        record[_RESPONSE] = facts
 
     # -- waiting and exhaustion --------------------------------------------------------------
 
@@ -448,16 +469,16 @@ class Tracker:
         A library that returns a connection from a finalizer (SQLAlchemy's ``_finalize_fairy``)
         may run it inside an allocation made while this thread holds the lock.
         """
-        self._gc_ended.append((record, state, note))
+        self._pending.append(("end", record, state, note))
 
-    def _end(self, record: LeaseRecord, state: str, note: str | None) -> bool:
+    def _end(self, record: LeaseRecord, state: str, note: str | None, detach: bool = True) -> bool:
         pool = record.pool
         with self._lock:
-            if not self._detach(record):
+            if detach and not self._detach(record):
                 return False
-            record.state = state
-            record.note = note
-            record.owner_ref = None
+            record[_STATE] = state
+            record[_NOTE] = note
+            record[_OWNER_REF] = None
             if state in LEAK_STATES:
                 pool.confirmed_leaks += 1
                 pool.leaks_by_callsite[record.callsite] += 1
@@ -470,51 +491,48 @@ class Tracker:
         return True
 
     def _drain(self) -> None:
-        """Process owners and pools that the garbage collector took since the last call."""
-        while self._gc_ended:
-            ended, state, note = self._gc_ended.popleft()
-            self._end(ended, state, note)
-        events = []
-        now = self._clock()
-        while self._collected:
-            record = self._collected.popleft()
-            pool = record.pool
-            with self._lock:
-                if pool.leases.get(record.key) is not record:
-                    continue
-                del pool.leases[record.key]
-                record.state = "lost"
-                record.owner_ref = None
-                pool.lost.append(record)
-                if len(pool.lost) > self.max_lost_per_pool:
-                    pool.lost.popleft()
-                    pool.lost_evicted += 1
-                pool.confirmed_leaks += 1
-                pool.leaks_by_callsite[record.callsite] += 1
-            events.append(
-                Event(
-                    "leak.confirmed",
-                    pool.label,
-                    now + self._wall_offset,
-                    "its owner was garbage collected while leased; the slot is lost",
-                    self._freeze(record, now),
-                )
-            )
-        while self._dead_pools:
-            key = self._dead_pools.popleft()
-            with self._lock:
-                dead = self._pools.get(key)
-                if dead is None or dead.ref() is not None:
-                    continue
-                del self._pools[key]
-                doomed = list(dead.leases.values())
-                # Lost leases were counted when their owner died; keep them reportable.
-                self._ended_leaks.extend(dead.lost)
-                dead.lost.clear()
-            for record in doomed:
-                self._end(record, "closed", "the pool was garbage collected while leased")
-        for event in events:
-            self._emit(event)
+        """Apply what garbage-collector callbacks reported since the last call."""
+        pending = self._pending
+        while pending:
+            try:
+                item = pending.popleft()
+            except IndexError:  # another thread drained it first
+                return
+            if item[0] == "owner":
+                self._owner_collected(item[1])
+            elif item[0] == "end":
+                self._end(item[1], item[2], item[3])
+            else:
+                self._pool_collected(item[1])
+
+    def _owner_collected(self, record: LeaseRecord) -> None:
+        pool = record.pool
+        with self._lock:
+            if not self._detach(record):
+                return  # returned before its owner went
+            record[_STATE] = "lost"
+            record[_OWNER_REF] = None
+            pool.lost.append(record)
+            if len(pool.lost) > self.max_lost_per_pool:
+                pool.lost.popleft()
+                pool.lost_evicted += 1
+            pool.confirmed_leaks += 1
+            pool.leaks_by_callsite[record.callsite] += 1
+        note = "its owner was garbage collected while leased; the slot is lost"
+        self._emit(Event("leak.confirmed", pool.label, self.wall(), note, self._freeze(record)))
+
+    def _pool_collected(self, key: int) -> None:
+        with self._lock:
+            dead = self._pools.get(key)
+            if dead is None or dead.ref() is not None:
+                return
+            del self._pools[key]
+            doomed = list(dead.leases.values())
+            # Lost leases were counted when their owner died; keep them reportable.
+            self._ended_leaks.extend(dead.lost)
+            dead.lost.clear()
+        for record in doomed:
+            self._end(record, "closed", "the pool was garbage collected while leased")
 
     # -- events and errors -------------------------------------------------------------------
 
@@ -556,7 +574,7 @@ class Tracker:
     @property
     def seq(self) -> int:
         """The sequence number of the newest lease; leases after a mark have a larger one."""
-        return self._seq
+        return _count_value(self._seq_counter)
 
     def wall(self, monotonic: float | None = None) -> float:
         """Wall-clock time of a monotonic instant (now by default)."""
@@ -678,10 +696,10 @@ class Tracker:
             thread_id=record.thread.ident or 0,
             thread_name=record.thread.name,
             task_name=record.task_name,
-            response=record._get("response"),
-            state=record._get("state", "leased"),
+            response=record.response,
+            state=record.state or "leased",
             socket=socket_info,
-            note=record._get("note"),
+            note=record.note,
         )
 
     def leaks_since(
@@ -716,9 +734,7 @@ class Tracker:
             records.extend(
                 r
                 for r in self._ended_leaks
-                if r.seq > seq
-                and r.seq not in exclude
-                and (r._get("state") == "orphaned") is orphans
+                if r.seq > seq and r.seq not in exclude and (r.state == "orphaned") is orphans
             )
         now = self._clock()
         records.sort(key=lambda r: r.seq)

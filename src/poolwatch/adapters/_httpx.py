@@ -328,7 +328,7 @@ class Hooks:
             if record is None:
                 return
             for key, lease in list(record.leases.items()):
-                if lease._get("response") is not None:
+                if lease.response is not None:
                     tracker.end(
                         record, key, "closed", "the client was closed with this response open"
                     )
