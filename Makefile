@@ -15,8 +15,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# The core again on the pure-Python hot path (the reference the C one is checked against;
+# what Python 3.10 and installs without a compiler run).
+PURE_TESTS := tests/test_tracker.py tests/test_urllib3.py tests/test_api.py tests/test_plugin.py \
+	tests/test_speedups.py tests/adapters/test_httpx.py tests/adapters/test_aiohttp.py \
+	tests/adapters/test_sqlalchemy.py
+
 test: setup
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	POOLWATCH_PURE_PYTHON=1 $(BIN)/python -m pytest -q $(PURE_TESTS)
 
 lint: setup
 	$(BIN)/ruff check src tests bench scripts

@@ -9,6 +9,7 @@ kept: never a frame, so never a local variable.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import sys
@@ -16,8 +17,10 @@ import sysconfig
 import threading
 from collections.abc import Callable, Iterable
 from types import CodeType, FrameType
+from typing import Protocol
 
 from ._models import UNKNOWN_CALLSITE, CallSite
+from ._native import speedups
 
 __all__ = ["CallSiteFinder", "default_library_modules"]
 
@@ -55,6 +58,11 @@ TASK_CALLSITE = CallSite("<asyncio task>", 0, "<request run as its own task: no 
 _TASK: tuple[CallSite, tuple[CallSite, ...]] = (TASK_CALLSITE, ())
 # Frame kinds cached per file name.
 _USER, _LIBRARY, _LOOP = 0, 1, 2
+Captured = tuple[CallSite, tuple[CallSite, ...]]
+
+
+class _Capture(Protocol):
+    def __call__(self, depth: int = 0, skip: int = 0, trusted: int = 0) -> Captured: ...
 
 
 def _module_dirs(names: Iterable[str]) -> list[str]:
@@ -100,6 +108,13 @@ class CallSiteFinder:
         ] = {}
         self._sites: dict[CallSite, CallSite] = {}
         self._lock = threading.Lock()
+        # The C twin of _capture where this build has it; a test's own frame source keeps
+        # the Python one (the C code walks the interpreter's frames itself).
+        self.capture: _Capture = (
+            functools.partial(speedups.capture, self)
+            if speedups is not None and _getframe is sys._getframe
+            else self._capture
+        )
 
     def add_library_modules(self, names: Iterable[str]) -> None:
         """Treat these modules' frames as library frames too (a company's HTTP wrapper)."""
@@ -124,10 +139,8 @@ class CallSiteFinder:
             return "site-packages" not in filename and "dist-packages" not in filename
         return False
 
-    def capture(
-        self, depth: int = 0, skip: int = 0, trusted: int = 0
-    ) -> tuple[CallSite, tuple[CallSite, ...]]:
-        """The call site, and up to ``depth`` further user frames outward (a short stack).
+    def _capture(self, depth: int = 0, skip: int = 0, trusted: int = 0) -> Captured:
+        """``capture``: the call site, and up to ``depth`` further user frames outward.
 
         ``skip`` frames above the caller (poolwatch's own) and then ``trusted`` more (frames an
         adapter expects to be the library's, like urllib3's ``urlopen`` above ``_get_conn``)
@@ -151,7 +164,7 @@ class CallSiteFinder:
             if kind == _USER:
                 if first and trusted:
                     # +1: this call's own frame now stands between the caller and the stack.
-                    return self.capture(depth, skip + 1)
+                    return self._capture(depth, skip + 1)
                 break
             if kind == _LOOP:
                 return _TASK

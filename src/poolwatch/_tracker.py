@@ -21,11 +21,14 @@ import weakref
 from collections import Counter, deque
 from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import suppress
+from functools import partial
 from operator import itemgetter
 from threading import current_thread, get_ident
 from typing import Any, Protocol
 
-from ._callsite import CallSiteFinder
+from ._callsite import _LOOP, _USER, CallSiteFinder
+from ._callsite import _TASK as _TASK_SITE
+from ._callsite import _UNKNOWN as _UNKNOWN_SITE
 from ._models import (
     CallSite,
     Event,
@@ -36,6 +39,7 @@ from ._models import (
     SocketInfo,
     Waiter,
 )
+from ._native import speedups
 
 __all__ = ["LEAK_STATES", "LeaseRecord", "PoolRecord", "PoolStats", "Tracker"]
 
@@ -135,7 +139,7 @@ def _count_value(counter: itertools.count[int]) -> int:
 
 
 # Field positions in a LeaseRecord (a list: building one costs a third of a class instance).
-_POOL, _KEY, _CONNECTION, _ACQUIRED_AT, _SITE, _THREAD, _TASK = range(7)
+_POOL, _KEY, _CONNECTION, _ACQUIRED_AT, _SITE, _THREAD, _TASK_NAME = range(7)
 _SEQ, _STATE, _RESPONSE, _NOTE, _OWNER_REF = range(7, 12)
 
 
@@ -156,7 +160,7 @@ class LeaseRecord(list[Any]):
     acquired_at: float = property(itemgetter(_ACQUIRED_AT))  # type: ignore[assignment]
     site: tuple[CallSite, tuple[CallSite, ...]] = property(itemgetter(_SITE))  # type: ignore[assignment]
     thread: threading.Thread = property(itemgetter(_THREAD))  # type: ignore[assignment]
-    task_name: str | None = property(itemgetter(_TASK))  # type: ignore[assignment]
+    task_name: str | None = property(itemgetter(_TASK_NAME))  # type: ignore[assignment]
     seq: int = property(itemgetter(_SEQ))  # type: ignore[assignment]
     #: None while leased; then "returned", "lost", "closed", "orphaned" ...
     state: str | None = property(itemgetter(_STATE))  # type: ignore[assignment]
@@ -185,6 +189,36 @@ def _task_name(loop: Any) -> str | None:
     """The name of the asyncio task running on ``loop``, if any."""
     task = sys.modules["asyncio"].current_task(loop)
     return task.get_name() if task is not None else None
+
+
+_ORPHAN_NOTE = "connection checked out again without a checkin"
+
+if speedups is not None:
+    speedups.configure(
+        _TASK_SITE,
+        _UNKNOWN_SITE,
+        LeaseRecord,
+        _threads,
+        current_thread,
+        _task_name,
+        _ORPHAN_NOTE,
+        _USER,
+        _LOOP,
+    )
+
+
+class _Checkout(Protocol):
+    def __call__(
+        self,
+        pool: PoolRecord,
+        key: int,
+        connection: Any = None,
+        site: tuple[CallSite, tuple[CallSite, ...]] | None = None,
+    ) -> LeaseRecord: ...
+
+
+class _Checkin(Protocol):
+    def __call__(self, pool: PoolRecord, key: int, how: str = "returned") -> LeaseRecord | None: ...
 
 
 def _socket_info(sock: Any) -> SocketInfo | None:
@@ -247,6 +281,12 @@ class Tracker:
         self._subscribers: list[Callable[[Event], None]] = []
         self.internal_errors: Counter[str] = Counter()
         self._logged_errors: set[str] = set()
+        # The hot path: the C twins of _checkout and _checkin where this build has them.
+        self.checkout: _Checkout = self._checkout
+        self.checkin: _Checkin = self._checkin
+        if speedups is not None:
+            self.checkout = partial(speedups.checkout, self, self._pending, self._seq_counter)
+            self.checkin = partial(speedups.checkin, self, self._pending)
 
     # -- pools -------------------------------------------------------------------------------
 
@@ -296,17 +336,18 @@ class Tracker:
         # 2: this method and its caller (an adapter hook) are poolwatch frames.
         return self.callsites.capture(self.stack_depth, 2, library_frames)
 
-    def checkout(
+    def _checkout(
         self,
         pool: PoolRecord,
         key: int,
         connection: Any = None,
         site: tuple[CallSite, tuple[CallSite, ...]] | None = None,
     ) -> LeaseRecord:
-        """Record that ``key`` (the connection's id) left ``pool`` for the current caller.
+        """``checkout``: record that ``key`` (the connection's id) left ``pool`` for the caller.
 
-        The hot path takes no lock: one dict store and ``next()`` on counters, each atomic
-        under the GIL (the cold paths that also remove leases take care of that; ``_detach``).
+        ``site`` is the call site when the caller captured it already. The hot path takes no
+        lock: one dict store and ``next()`` on counters, each atomic under the GIL (the cold
+        paths that also remove leases take care of that; ``_detach``).
         """
         if self._pending:
             self._drain()
@@ -352,8 +393,8 @@ class Tracker:
             self._running_loop = aio.events._get_running_loop
         return self._running_loop
 
-    def checkin(self, pool: PoolRecord, key: int, how: str = "returned") -> LeaseRecord | None:
-        """Record that the connection ``key`` came back to ``pool`` (or was discarded)."""
+    def _checkin(self, pool: PoolRecord, key: int, how: str = "returned") -> LeaseRecord | None:
+        """``checkin``: the connection ``key`` came back to ``pool`` (or was discarded)."""
         record = pool.leases.pop(key, None)
         if record is None:
             return None
@@ -408,8 +449,10 @@ class Tracker:
         def _on_collected(_ref: Any, record: LeaseRecord = record) -> None:
             pending.append(("owner", record))
 
-        with suppress(TypeError):
+        try:  # noqa: SIM105 - contextlib.suppress costs three calls per request
             record[_OWNER_REF] = weakref.ref(owner, _on_collected)
+        except TypeError:
+            pass
 
     def attach_response(self, record: LeaseRecord, facts: ResponseFacts) -> None:
         """Attach what the response looked like to the lease that carried it."""

@@ -403,7 +403,7 @@ def test_uninstrument_restores_aiohttp_exactly() -> None:
     try:
         plain = [dict(vars(cls)) for cls in classes]
         poolwatch.instrument("aiohttp")
-        assert connector.BaseConnector.connect is not plain[0]["connect"]
+        assert connector.Connection.__init__ is not plain[1]["__init__"]
         assert client_reqrep.ClientResponse.__del__ is not plain[3]["__del__"]
         poolwatch.uninstrument("aiohttp")
         assert [dict(vars(cls)) for cls in classes] == plain

@@ -1,7 +1,11 @@
 """aiohttp: hooks at ``BaseConnector``, one pool per connector.
 
-Checkout is ``BaseConnector.connect`` (the lease key is ``id(connection.protocol)``, the
-``ResponseHandler`` that stays in ``connector._acquired`` until released); checkin is
+Checkout is the ``Connection`` that ``connect`` hands out: both of its paths (a pooled connection
+in ``_get``, a new one) end with ``Connection(connector, key, protocol, loop)`` right after
+adding the protocol to ``connector._acquired``, with no await in between. Hooking that plain
+constructor rather than the ``connect`` coroutine spares every request a coroutine layer. The
+lease key is ``id(protocol)``, the ``ResponseHandler`` that stays in ``_acquired`` until
+released; checkin is
 ``BaseConnector._release_acquired(key, proto)``, which every release path goes through: a
 response released at payload EOF (a small body, read or not), ``release()``, ``close()``, a
 request that failed or was cancelled (aiohttp closes the connection itself), and the error paths
@@ -152,6 +156,7 @@ class AiohttpAdapter(Adapter):
             )
 
         original_connect = base.connect
+        original_connection_init = connector.Connection.__init__
         original_release = base._release_acquired
         original_close = base._close
         original_connector_del = base.__del__
@@ -160,29 +165,29 @@ class AiohttpAdapter(Adapter):
         original_connection_del = connector.Connection.__del__
         original_wait = getattr(base, "_wait_for_available_connection", None)
 
-        async def connect(self: Any, req: Any, *args: Any, **kwargs: Any) -> Any:
-            conn = await original_connect(self, req, *args, **kwargs)
-            # No await between the library handing out the connection and this record, so no
-            # other task can release or re-lease it in between.
+        # The hooks run on every request: they read the pool map directly (a call saved each).
+        pools_get = tracker._pools.get
+
+        def connection_init(self: Any, conn_pool: Any, key: Any, protocol: Any, loop: Any) -> None:
+            original_connection_init(self, conn_pool, key, protocol, loop)
             try:
-                proto = conn._protocol
-                checkout(find_pool(self) or record_of(self), id(proto), proto, capture())
+                record = pools_get(id(conn_pool))
+                if record is None or record.ref() is not conn_pool:
+                    record = record_of(conn_pool)
+                checkout(record, id(protocol), protocol)
             except Exception as exc:
                 tracker.internal_error("aiohttp.checkout", exc)
-            return conn
 
         async def _connect_waiting(self: Any, req: Any, *args: Any, **kwargs: Any) -> Any:
-            """``connect`` for aiohttp releases that wait for a slot inside it."""
+            """``connect`` for aiohttp releases that wait for a slot inside it (3.9)."""
             token = None
             try:
-                site = capture()
                 if self._available_connections(req.connection_key) <= 0:
-                    token = tracker.wait_begin(record_of(self), site)
+                    token = tracker.wait_begin(record_of(self), capture())
             except Exception as exc:
-                tracker.internal_error("aiohttp.checkout", exc)
-                return await original_connect(self, req, *args, **kwargs)
+                tracker.internal_error("aiohttp.wait", exc)
             try:
-                conn = await original_connect(self, req, *args, **kwargs)
+                return await original_connect(self, req, *args, **kwargs)
             except BaseException as exc:
                 # Still full when the wait failed: it failed waiting for a slot, not connecting.
                 if token is not None and _still_full(self, req):
@@ -191,12 +196,6 @@ class AiohttpAdapter(Adapter):
             finally:
                 if token is not None:
                     tracker.wait_end(token)
-            try:
-                proto = conn._protocol
-                checkout(record_of(self), id(proto), proto, site)
-            except Exception as exc:
-                tracker.internal_error("aiohttp.checkout", exc)
-            return conn
 
         def _still_full(conn_pool: Any, req: Any) -> bool:
             try:
@@ -229,12 +228,13 @@ class AiohttpAdapter(Adapter):
 
         def _release_acquired(self: Any, key: Any, proto: Any) -> None:
             try:
-                record = find_pool(self)
+                record = pools_get(id(self))
                 # A lock-free look first: placeholders and connections handed out before
                 # instrument() have no lease. Inside a finalizer the lease was already ended
                 # (gc_returned, without the lock) by the hook below: nothing to check in.
                 if (
                     record is not None
+                    and record.ref() is self
                     and id(proto) in record.leases
                     and not getattr(local, "finalizing", 0)
                 ):
@@ -264,9 +264,10 @@ class AiohttpAdapter(Adapter):
             if lease is not None:
                 tracker.end_soon(lease, "gc_returned", _GC_NOTE.format(what=what))
 
-        def response_del(self: Any, *args: Any, **kwargs: Any) -> None:
+        # The finalizers run for every response and connection: exact signatures, no packing.
+        def response_del(self: Any) -> None:
             if getattr(self, "_closed", True):  # released normally: nothing to return
-                original_response_del(self, *args, **kwargs)
+                original_response_del(self)
                 return
             local.finalizing = getattr(local, "finalizing", 0) + 1
             try:
@@ -276,13 +277,13 @@ class AiohttpAdapter(Adapter):
                         gc_returned(conn._connector, conn.protocol, "ClientResponse")
                 except Exception as exc:
                     tracker.internal_error("aiohttp.gc", exc)
-                original_response_del(self, *args, **kwargs)
+                original_response_del(self)
             finally:
                 local.finalizing -= 1
 
-        def connection_del(self: Any, *args: Any, **kwargs: Any) -> None:
+        def connection_del(self: Any) -> None:
             if getattr(self, "_protocol", None) is None:  # released normally
-                original_connection_del(self, *args, **kwargs)
+                original_connection_del(self)
                 return
             local.finalizing = getattr(local, "finalizing", 0) + 1
             try:
@@ -290,7 +291,7 @@ class AiohttpAdapter(Adapter):
                     gc_returned(self._connector, self._protocol, "Connection")
                 except Exception as exc:
                     tracker.internal_error("aiohttp.gc", exc)
-                original_connection_del(self, *args, **kwargs)
+                original_connection_del(self)
             finally:
                 local.finalizing -= 1
 
@@ -326,9 +327,13 @@ class AiohttpAdapter(Adapter):
             return response
 
         patch = self.patcher.patch
-        # Before aiohttp grew _wait_for_available_connection, connect waited inline.
-        connect_hook = connect if original_wait is not None else _connect_waiting
-        patch(base, "connect", wraps(connect_hook, original_connect))
+        patch(
+            connector.Connection,
+            "__init__",
+            wraps(connection_init, original_connection_init),
+        )
+        if original_wait is None:  # before _wait_for_available_connection, connect waited
+            patch(base, "connect", wraps(_connect_waiting, original_connect))
         patch(base, "_release_acquired", wraps(_release_acquired, original_release))
         patch(base, "_close", wraps(_close, original_close))
         patch(base, "__del__", wraps(connector_del, original_connector_del))

@@ -3,9 +3,11 @@
 Checkout is ``_get_conn``, checkin ``_put_conn``. On error paths urllib3 closes the connection
 and returns ``None`` in its place (``_put_conn(None)``); that is paired with the lease the same
 thread took last from the same pool, since ``urlopen`` runs both calls in one thread with no
-other checkout of that pool between them. ``_make_request`` gives the response: its facts go on
-the lease and, when the response holds the connection (streaming), the response becomes the
-lease's owner: collected while still leased means the slot is lost for good (see FACTS.md).
+other checkout of that pool between them. ``HTTPConnection.getresponse`` gives the response (a
+method with no arguments: hooking ``_make_request`` instead cost re-packing its ten keyword
+arguments on every request). When the response holds the connection (its body is not
+preloaded), its facts go on the lease and the response becomes the lease's owner: collected
+while still leased means the slot is lost for good (see FACTS.md).
 """
 
 from __future__ import annotations
@@ -92,16 +94,17 @@ class Urllib3Adapter(Adapter):
     tested = ((2, 0), (3, 0))
 
     def _install(self, tracker: Tracker) -> None:
-        from urllib3 import connectionpool
+        from urllib3 import connection, connectionpool
         from urllib3.exceptions import EmptyPoolError
 
         cls = connectionpool.HTTPConnectionPool
         last = threading.local()
-        find_pool = tracker.find_pool
         # The hooks run on every request: each Python call saved is ~0.1 us, so they read the
         # tracker's pool map and the call-site finder directly instead of through methods.
         pools_get = tracker._pools.get
         capture = tracker.callsites.capture
+        checkout = tracker.checkout
+        checkin = tracker.checkin
 
         def register(pool: Any) -> PoolRecord:
             maxsize = pool.pool.maxsize if pool.pool is not None else None
@@ -116,7 +119,7 @@ class Urllib3Adapter(Adapter):
 
         original_get = cls._get_conn
         original_put = cls._put_conn
-        original_make = cls._make_request
+        original_getresponse = connection.HTTPConnection.getresponse
 
         def _get_conn(self: Any, timeout: float | None = None) -> Any:
             try:
@@ -145,7 +148,7 @@ class Urllib3Adapter(Adapter):
                 if token is not None:
                     tracker.wait_end(token)
             try:
-                last.lease = tracker.checkout(record, id(conn), conn, site)
+                last.lease = checkout(record, id(conn), conn, site)
             except Exception as exc:
                 tracker.internal_error("urllib3.checkout", exc)
             return conn
@@ -155,7 +158,7 @@ class Urllib3Adapter(Adapter):
                 record = pools_get(id(self))
                 if record is not None and record.ref() is self:
                     if conn is not None:
-                        tracker.checkin(record, id(conn))
+                        checkin(record, id(conn))
                     else:
                         lease = getattr(last, "lease", None)
                         if lease is not None and lease.pool is record:
@@ -164,18 +167,15 @@ class Urllib3Adapter(Adapter):
                 tracker.internal_error("urllib3.checkin", exc)
             return original_put(self, conn)
 
-        def _make_request(self: Any, conn: Any, *args: Any, **kwargs: Any) -> Any:
-            response = original_make(self, conn, *args, **kwargs)
+        def getresponse(self: Any) -> Any:
+            response = original_getresponse(self)
             try:
-                # Only a response that holds its connection (a streamed one) can leak it; a
-                # preloaded one is read and its connection returned inside urlopen.
-                if getattr(response, "_connection", None) is not None:
+                # A preloaded body was read inside getresponse and urlopen returns the
+                # connection: only an unread one (streaming) holds the connection and can leak.
+                if getattr(response, "_body", None) is None:
                     # _get_conn ran just before on this thread: its lease is this connection's.
                     lease = getattr(last, "lease", None)
-                    if lease is None or lease.key != id(conn) or lease.pool.ref() is not self:
-                        record = find_pool(self)
-                        lease = tracker.lease_of(record, id(conn)) if record is not None else None
-                    if lease is not None:
+                    if lease is not None and lease.key == id(self):
                         tracker.attach_response(lease, response_facts(response))
                         tracker.set_owner(lease, response)
             except Exception as exc:
@@ -184,4 +184,6 @@ class Urllib3Adapter(Adapter):
 
         self.patcher.patch(cls, "_get_conn", wraps(_get_conn, original_get))
         self.patcher.patch(cls, "_put_conn", wraps(_put_conn, original_put))
-        self.patcher.patch(cls, "_make_request", wraps(_make_request, original_make))
+        self.patcher.patch(
+            connection.HTTPConnection, "getresponse", wraps(getresponse, original_getresponse)
+        )

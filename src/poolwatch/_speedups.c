@@ -1,0 +1,634 @@
+/* The tracker's hot path in C: call-site capture, checkout and checkin.
+ *
+ * Each function does exactly what its pure-Python twin does (CallSiteFinder.capture,
+ * Tracker.checkout, Tracker.checkin in _callsite.py and _tracker.py); the Python code stays
+ * the reference and the fallback (POOLWATCH_PURE_PYTHON=1, other interpreters, Python 3.10,
+ * free-threaded builds). Everything that is not the common case is handed back to Python:
+ * a call site seen for the first time, a short stack (depth > 0), a finder whose frame
+ * source was replaced for a test, garbage-collector work to apply.
+ *
+ * Only a frame's code object (its file name) and instruction offset are read, never a local
+ * variable (see cursor_t for how frames are walked).
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#if PY_VERSION_HEX >= 0x030B0000 && !defined(Py_GIL_DISABLED) && !defined(PYPY_VERSION)
+#define POOLWATCH_SPEEDUPS 1
+#else
+#define POOLWATCH_SPEEDUPS 0
+#endif
+
+#if POOLWATCH_SPEEDUPS
+#include <pythread.h>
+
+#if PY_VERSION_HEX < 0x030C0000 /* 3.11: the interpreter's frame records (see cursor_t) */
+#define POOLWATCH_INTERNAL_FRAMES 1
+#ifndef Py_BUILD_CORE
+#define Py_BUILD_CORE 1
+#endif
+#include <internal/pycore_frame.h>
+#undef Py_BUILD_CORE
+#else
+#define POOLWATCH_INTERNAL_FRAMES 0
+#endif
+
+/* Set once by configure(), from _callsite.py and _tracker.py. */
+static PyObject *TASK_PAIR;      /* what capture returns at the asyncio event loop */
+static PyObject *UNKNOWN_PAIR;   /* what capture returns when the stack runs out */
+static PyObject *LEASE_RECORD;   /* the LeaseRecord type */
+static PyObject *THREADS;        /* threading._active: ident -> Thread */
+static PyObject *CURRENT_THREAD; /* threading.current_thread */
+static PyObject *TASK_NAME;      /* _tracker._task_name(loop) */
+static PyObject *ORPHAN_NOTE;    /* note of a lease whose connection was leased again */
+static long KIND_USER = 0, KIND_LOOP = 2;
+
+static PyObject *S_skip, *S_interned, *S_kind, *S_intern, *S_drain, *S_callsites,
+    *S_stack_depth, *S_asyncio_events, *S_get_running_loop, *S_asyncio_tasks, *S_current_tasks,
+    *S_get_name, *S_clock, *S_leases,
+    *S_checkout_count, *S_checkin_count, *S_end, *S_returned, *S_orphaned, *S_capture,
+    *S_capture_python, *ZERO;
+
+/* Index of the state and owner_ref fields in a LeaseRecord (see _tracker.py). */
+#define F_STATE 8
+#define F_OWNER_REF 11
+#define N_FIELDS 12
+
+/* A cursor over the calling Python frames.
+ *
+ * On CPython 3.11 it walks the interpreter's own frame records (what sys._getframe walks):
+ * no frame object is built for a frame that is only looked at, which the public API
+ * (PyFrame_GetBack) does for every frame, at the cost of an allocation and a deallocation
+ * each. Other versions use the public API. Either way a frame object is built only for the
+ * frame whose call site is seen for the first time (finder._intern reads its line). */
+#if POOLWATCH_INTERNAL_FRAMES
+typedef _PyInterpreterFrame *cursor_t;
+
+static cursor_t
+complete(cursor_t frame)
+{
+    while (frame != NULL && _PyFrame_IsIncomplete(frame))
+        frame = frame->previous;
+    return frame;
+}
+
+/* The frame `n` calls out from the current Python frame, or NULL. */
+static cursor_t
+cursor_out(Py_ssize_t n)
+{
+    cursor_t frame = complete(PyThreadState_GET()->cframe->current_frame);
+    while (frame != NULL && n-- > 0)
+        frame = complete(frame->previous);
+    return frame;
+}
+
+#define cursor_back(frame) complete((frame)->previous)
+#define cursor_code(frame) ((frame)->f_code)
+#define cursor_lasti(frame) (_PyInterpreterFrame_LASTI(frame) * (int)sizeof(_Py_CODEUNIT))
+#define cursor_release(frame) ((void)0)
+#else
+typedef PyFrameObject *cursor_t; /* a strong reference */
+
+static cursor_t
+cursor_out(Py_ssize_t n)
+{
+    PyFrameObject *frame = PyEval_GetFrame(); /* borrowed */
+    Py_XINCREF(frame);
+    while (frame != NULL && n-- > 0) {
+        PyFrameObject *back = PyFrame_GetBack(frame);
+        Py_DECREF(frame);
+        frame = back;
+    }
+    return frame;
+}
+
+static cursor_t
+cursor_back_public(cursor_t frame)
+{
+    PyFrameObject *back = PyFrame_GetBack(frame);
+    Py_DECREF(frame);
+    return back;
+}
+
+/* A borrowed code object: the frame holds it. */
+static PyCodeObject *
+cursor_code_public(cursor_t frame)
+{
+    PyCodeObject *code = PyFrame_GetCode(frame);
+    Py_DECREF(code);
+    return code;
+}
+
+#define cursor_back(frame) cursor_back_public(frame)
+#define cursor_code(frame) cursor_code_public(frame)
+#define cursor_lasti(frame) PyFrame_GetLasti(frame)
+#define cursor_release(frame) Py_XDECREF(frame)
+#endif
+
+/* The frame object `n` calls out from the current Python frame (sys._getframe(n) as seen
+ * from the caller of the C function): built only when a call site is seen the first time. */
+static PyObject *
+frame_object(Py_ssize_t n)
+{
+    PyObject *getframe = PySys_GetObject("_getframe"); /* borrowed */
+    if (getframe == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "poolwatch: sys._getframe is missing");
+        return NULL;
+    }
+    PyObject *depth = PyLong_FromSsize_t(n);
+    if (depth == NULL)
+        return NULL;
+    PyObject *frame = PyObject_CallOneArg(getframe, depth);
+    Py_DECREF(depth);
+    return frame;
+}
+
+/* The kind of a frame's file, from the finder's cache (asking finder._kind on a miss). */
+static long
+kind_of(PyObject *finder, PyObject *kinds, PyObject *filename)
+{
+    PyObject *kind = PyDict_GetItemWithError(kinds, filename); /* borrowed */
+    if (kind == NULL) {
+        if (PyErr_Occurred())
+            return -1;
+        kind = PyObject_CallMethodOneArg(finder, S_kind, filename);
+        if (kind == NULL)
+            return -1;
+        int failed = PyDict_SetItem(kinds, filename, kind);
+        long value = PyLong_AsLong(kind);
+        Py_DECREF(kind);
+        return failed ? -1 : value;
+    }
+    return PyLong_AsLong(kind);
+}
+
+/* CallSiteFinder.capture(0, skip, trusted) measured from the current Python frame, the caller
+ * of the C function that calls this. Returns a new reference, or Py_NotImplemented (a new
+ * reference) when Python must do the work. */
+static PyObject *
+capture_from(PyObject *finder, Py_ssize_t skip, Py_ssize_t trusted)
+{
+    PyObject *kinds = NULL, *interned = NULL, *result = NULL;
+    cursor_t frame = NULL;
+
+    kinds = PyObject_GetAttr(finder, S_skip);
+    if (kinds == NULL || !PyDict_CheckExact(kinds))
+        goto python;
+    Py_ssize_t depth;
+    for (;;) {
+        int first = 1;
+        depth = skip + trusted;
+        frame = cursor_out(depth);
+        if (frame == NULL && trusted) { /* the stack is shallower than the caller said */
+            trusted = 0;
+            depth = skip;
+            frame = cursor_out(depth);
+        }
+        while (frame != NULL) {
+            long kind = kind_of(finder, kinds, cursor_code(frame)->co_filename);
+            if (kind == -1 && PyErr_Occurred())
+                goto error;
+            if (kind == KIND_USER)
+                break;
+            if (kind == KIND_LOOP) {
+                result = Py_NewRef(TASK_PAIR);
+                goto done;
+            }
+            first = 0;
+            depth++;
+            frame = cursor_back(frame);
+        }
+        if (frame != NULL && first && trusted) {
+            /* User code right past the frames trusted to be the library's: walk them. */
+            cursor_release(frame);
+            frame = NULL;
+            trusted = 0;
+            continue;
+        }
+        break;
+    }
+    if (frame == NULL) {
+        result = Py_NewRef(UNKNOWN_PAIR);
+        goto done;
+    }
+    interned = PyObject_GetAttr(finder, S_interned);
+    if (interned == NULL)
+        goto error;
+    PyObject *address = PyLong_FromVoidPtr(cursor_code(frame));
+    PyObject *lasti = PyLong_FromLong(cursor_lasti(frame));
+    PyObject *key = (address && lasti) ? PyTuple_Pack(2, address, lasti) : NULL;
+    Py_XDECREF(address);
+    Py_XDECREF(lasti);
+    if (key == NULL)
+        goto error;
+    PyObject *hit = PyDict_GetItemWithError(interned, key); /* borrowed: (pair, code) */
+    Py_DECREF(key);
+    if (hit != NULL && PyTuple_CheckExact(hit) && PyTuple_GET_SIZE(hit) == 2) {
+        result = Py_NewRef(PyTuple_GET_ITEM(hit, 0));
+    }
+    else if (PyErr_Occurred()) {
+        goto error;
+    }
+    else { /* first time at this call point: Python computes and interns the site */
+        PyObject *object = frame_object(depth);
+        result = object ? PyObject_CallMethodOneArg(finder, S_intern, object) : NULL;
+        Py_XDECREF(object);
+    }
+    goto done;
+python:
+    if (PyErr_Occurred())
+        goto error;
+    result = Py_NewRef(Py_NotImplemented);
+    goto done;
+error:
+    result = NULL;
+done:
+    cursor_release(frame);
+    Py_XDECREF(kinds);
+    Py_XDECREF(interned);
+    return result;
+}
+
+static int
+as_ssize(PyObject *value, Py_ssize_t *out)
+{
+    *out = PyLong_AsSsize_t(value);
+    return (*out == -1 && PyErr_Occurred()) ? -1 : 0;
+}
+
+/* capture(finder, depth, skip, trusted) -> (site, stack): CallSiteFinder.capture.
+ * What C does not do here (a short stack, a first sighting) the Python twin, finder._capture,
+ * does: called from C, its caller's frame is this function's caller, as its arithmetic wants. */
+static PyObject *
+sp_capture(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_ssize_t numbers[3] = {0, 0, 0}; /* depth, skip, trusted */
+    if (nargs < 1 || nargs > 4) {
+        PyErr_SetString(PyExc_TypeError, "capture(finder, depth=0, skip=0, trusted=0)");
+        return NULL;
+    }
+    for (Py_ssize_t i = 1; i < nargs; i++) {
+        if (as_ssize(args[i], &numbers[i - 1]) < 0)
+            return NULL;
+    }
+    if (numbers[0] == 0) {
+        PyObject *result = capture_from(args[0], numbers[1], numbers[2]);
+        if (result != Py_NotImplemented)
+            return result;
+        Py_DECREF(result);
+    }
+    return PyObject_VectorcallMethod(S_capture_python, args, (size_t)nargs, NULL);
+}
+
+/* Run tracker._drain() when garbage-collector callbacks left work in `pending`. */
+static int
+drain_if_pending(PyObject *tracker, PyObject *pending)
+{
+    Py_ssize_t size = PyObject_Length(pending);
+    if (size < 0)
+        return -1;
+    if (size == 0)
+        return 0;
+    PyObject *done = PyObject_CallMethodNoArgs(tracker, S_drain);
+    Py_XDECREF(done);
+    return done == NULL ? -1 : 0;
+}
+
+static int
+advance(PyObject *owner, PyObject *name, PyObject **value)
+{
+    PyObject *counter = PyObject_GetAttr(owner, name);
+    if (counter == NULL)
+        return -1;
+    PyObject *next = PyIter_Next(counter);
+    Py_DECREF(counter);
+    if (next == NULL) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_RuntimeError, "poolwatch: a counter ran out");
+        return -1;
+    }
+    if (value != NULL)
+        *value = next;
+    else
+        Py_DECREF(next);
+    return 0;
+}
+
+/* The Thread object of the calling thread, as threading.current_thread() gives it. */
+static PyObject *
+current_thread(void)
+{
+    PyObject *ident = PyLong_FromUnsignedLong(PyThread_get_thread_ident());
+    if (ident == NULL)
+        return NULL;
+    PyObject *thread = PyDict_GetItemWithError(THREADS, ident); /* borrowed */
+    Py_DECREF(ident);
+    if (thread != NULL)
+        return Py_NewRef(thread);
+    if (PyErr_Occurred())
+        return NULL;
+    return PyObject_CallNoArgs(CURRENT_THREAD);
+}
+
+/* The running asyncio task's name, or None. asyncio's _get_running_loop is looked up once
+ * asyncio has been imported (until then no task can run); on 3.11, so is the dict in which
+ * the C Task records the task running on each loop (what asyncio.current_task reads), which
+ * spares two Python calls. Elsewhere _tracker._task_name does it. */
+static PyObject *RUNNING_LOOP, *CURRENT_TASKS;
+
+static PyObject *
+task_name(void)
+{
+    if (RUNNING_LOOP == NULL) {
+        PyObject *events = PyImport_GetModule(S_asyncio_events);
+        if (events == NULL)
+            return PyErr_Occurred() ? NULL : Py_NewRef(Py_None);
+        RUNNING_LOOP = PyObject_GetAttr(events, S_get_running_loop);
+        Py_DECREF(events);
+        if (RUNNING_LOOP == NULL)
+            return NULL;
+#if PY_VERSION_HEX < 0x030C0000
+        PyObject *tasks = PyImport_GetModule(S_asyncio_tasks);
+        PyObject *current = tasks ? PyObject_GetAttr(tasks, S_current_tasks) : NULL;
+        Py_XDECREF(tasks);
+        if (current != NULL && PyDict_CheckExact(current))
+            CURRENT_TASKS = current;
+        else
+            Py_XDECREF(current);
+        PyErr_Clear(); /* no such dict: _task_name does it */
+#endif
+    }
+    PyObject *loop = PyObject_CallNoArgs(RUNNING_LOOP);
+    if (loop == NULL || loop == Py_None)
+        return loop;
+    if (CURRENT_TASKS == NULL) {
+        PyObject *name = PyObject_CallOneArg(TASK_NAME, loop);
+        Py_DECREF(loop);
+        return name;
+    }
+    PyObject *task = PyDict_GetItemWithError(CURRENT_TASKS, loop); /* borrowed */
+    Py_DECREF(loop);
+    if (task == NULL)
+        return PyErr_Occurred() ? NULL : Py_NewRef(Py_None);
+    return PyObject_CallMethodNoArgs(task, S_get_name);
+}
+
+/* checkout(tracker, pending, seq_counter, pool, key, connection=None, site=None)
+ * -> LeaseRecord. The tracker binds its pending deque and sequence counter (containers it
+ * never replaces) with functools.partial, saving two attribute lookups a call. */
+static PyObject *
+sp_checkout(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 5 || nargs > 7) {
+        PyErr_SetString(PyExc_TypeError,
+                        "checkout(tracker, pending, seq, pool, key, connection, site)");
+        return NULL;
+    }
+    PyObject *tracker = args[0], *pending = args[1], *seq = args[2], *pool = args[3],
+             *key = args[4];
+    PyObject *connection = nargs > 5 ? args[5] : Py_None;
+    PyObject *site = nargs > 6 ? Py_NewRef(args[6]) : Py_NewRef(Py_None);
+    PyObject *fields[N_FIELDS] = {NULL};
+    PyObject *leases = NULL, *record = NULL, *tuple = NULL;
+
+    if (drain_if_pending(tracker, pending) < 0)
+        goto fail;
+    if (site == Py_None) {
+        /* finder.capture: the C one or, where a test replaced the frame source, Python's. */
+        Py_DECREF(site);
+        PyObject *finder = PyObject_GetAttr(tracker, S_callsites);
+        PyObject *depth = finder ? PyObject_GetAttr(tracker, S_stack_depth) : NULL;
+        site = depth ? PyObject_VectorcallMethod(
+                           S_capture, (PyObject *[]){finder, depth, ZERO},
+                           3, NULL)
+                     : NULL;
+        Py_XDECREF(depth);
+        Py_XDECREF(finder);
+        if (site == NULL)
+            goto fail;
+    }
+    fields[0] = Py_NewRef(pool);
+    fields[1] = Py_NewRef(key);
+    if (connection == Py_None) {
+        fields[2] = Py_NewRef(Py_None);
+    }
+    else {
+        fields[2] = PyWeakref_NewRef(connection, NULL);
+        if (fields[2] == NULL) {
+            if (!PyErr_ExceptionMatches(PyExc_TypeError))
+                goto fail;
+            PyErr_Clear(); /* not weakly referenceable: no socket identity for this lease */
+            fields[2] = Py_NewRef(Py_None);
+        }
+    }
+    fields[6] = task_name();
+    if (fields[6] == NULL)
+        goto fail;
+    fields[3] = PyObject_CallMethodNoArgs(tracker, S_clock);
+    if (fields[3] == NULL)
+        goto fail;
+    fields[4] = Py_NewRef(site);
+    fields[5] = current_thread();
+    if (fields[5] == NULL)
+        goto fail;
+    if ((fields[7] = PyIter_Next(seq)) == NULL) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_RuntimeError, "poolwatch: the sequence counter ran out");
+        goto fail;
+    }
+    for (int i = 8; i < N_FIELDS; i++)
+        fields[i] = Py_NewRef(Py_None);
+    tuple = PyTuple_New(N_FIELDS);
+    if (tuple == NULL)
+        goto fail;
+    for (int i = 0; i < N_FIELDS; i++) {
+        PyTuple_SET_ITEM(tuple, i, fields[i]);
+        fields[i] = NULL;
+    }
+    /* An empty LeaseRecord filled from the tuple: calling the type costs five times this. */
+    record = ((PyTypeObject *)LEASE_RECORD)->tp_alloc((PyTypeObject *)LEASE_RECORD, 0);
+    if (record == NULL || PyList_SetSlice(record, 0, 0, tuple) < 0)
+        goto fail;
+    Py_CLEAR(tuple);
+    leases = PyObject_GetAttr(pool, S_leases);
+    if (leases == NULL || !PyDict_Check(leases)) {
+        if (leases != NULL)
+            PyErr_SetString(PyExc_TypeError, "poolwatch: pool.leases is not a dict");
+        goto fail;
+    }
+    PyObject *previous = PyDict_GetItemWithError(leases, key); /* borrowed */
+    if (previous == NULL && PyErr_Occurred())
+        goto fail;
+    Py_XINCREF(previous);
+    if (PyDict_SetItem(leases, key, record) < 0 || advance(pool, S_checkout_count, NULL) < 0) {
+        Py_XDECREF(previous);
+        goto fail;
+    }
+    if (previous != NULL) {
+        /* The same connection leased twice without a checkin: end the older as an orphan. */
+        PyObject *ended = PyObject_CallMethodObjArgs(
+            tracker, S_end, previous, S_orphaned, ORPHAN_NOTE, Py_False, NULL);
+        Py_DECREF(previous);
+        if (ended == NULL)
+            goto fail;
+        Py_DECREF(ended);
+    }
+    Py_DECREF(leases);
+    Py_DECREF(site);
+    return record;
+fail:
+    for (int i = 0; i < N_FIELDS; i++)
+        Py_XDECREF(fields[i]);
+    Py_XDECREF(tuple);
+    Py_XDECREF(record);
+    Py_XDECREF(leases);
+    Py_XDECREF(site);
+    return NULL;
+}
+
+/* checkin(tracker, pending, pool, key, how="returned") -> LeaseRecord or None */
+static PyObject *
+sp_checkin(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 4 || nargs > 5) {
+        PyErr_SetString(PyExc_TypeError, "checkin(tracker, pending, pool, key, how)");
+        return NULL;
+    }
+    PyObject *tracker = args[0], *pending = args[1], *pool = args[2], *key = args[3];
+    PyObject *how = nargs > 4 ? args[4] : S_returned;
+    PyObject *leases = PyObject_GetAttr(pool, S_leases);
+    if (leases == NULL)
+        return NULL;
+    if (!PyDict_Check(leases)) {
+        Py_DECREF(leases);
+        PyErr_SetString(PyExc_TypeError, "poolwatch: pool.leases is not a dict");
+        return NULL;
+    }
+    PyObject *record = PyDict_GetItemWithError(leases, key); /* borrowed */
+    if (record == NULL) {
+        Py_DECREF(leases);
+        if (PyErr_Occurred())
+            return NULL;
+        Py_RETURN_NONE;
+    }
+    Py_INCREF(record);
+    int failed = PyDict_DelItem(leases, key);
+    Py_DECREF(leases);
+    if (failed < 0 || advance(pool, S_checkin_count, NULL) < 0) {
+        Py_DECREF(record);
+        return NULL;
+    }
+    if (PyList_Check(record) && PyList_GET_SIZE(record) == N_FIELDS) {
+        /* Its owner's weak reference goes with it: no callback for an owner collected later. */
+        PyList_SetItem(record, F_STATE, Py_NewRef(how));
+        PyList_SetItem(record, F_OWNER_REF, Py_NewRef(Py_None));
+    }
+    if (drain_if_pending(tracker, pending) < 0) {
+        Py_DECREF(record);
+        return NULL;
+    }
+    return record;
+}
+
+/* configure(task_pair, unknown_pair, lease_record, threads, current_thread, task_name,
+ *           orphan_note, user_kind, loop_kind) */
+static PyObject *
+sp_configure(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 9) {
+        PyErr_SetString(PyExc_TypeError, "configure() takes 9 arguments");
+        return NULL;
+    }
+    if (!PyDict_Check(args[3])) {
+        PyErr_SetString(PyExc_TypeError, "configure(): threads must be a dict");
+        return NULL;
+    }
+    long user = PyLong_AsLong(args[7]), loop = PyLong_AsLong(args[8]);
+    if (PyErr_Occurred())
+        return NULL;
+    Py_XSETREF(TASK_PAIR, Py_NewRef(args[0]));
+    Py_XSETREF(UNKNOWN_PAIR, Py_NewRef(args[1]));
+    Py_XSETREF(LEASE_RECORD, Py_NewRef(args[2]));
+    Py_XSETREF(THREADS, Py_NewRef(args[3]));
+    Py_XSETREF(CURRENT_THREAD, Py_NewRef(args[4]));
+    Py_XSETREF(TASK_NAME, Py_NewRef(args[5]));
+    Py_XSETREF(ORPHAN_NOTE, Py_NewRef(args[6]));
+    KIND_USER = user;
+    KIND_LOOP = loop;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef methods[] = {
+    {"capture", (PyCFunction)(void (*)(void))sp_capture, METH_FASTCALL,
+     "capture(finder, depth=0, skip=0, trusted=0): CallSiteFinder.capture."},
+    {"checkout", (PyCFunction)(void (*)(void))sp_checkout, METH_FASTCALL,
+     "checkout(tracker, pending, seq, pool, key, connection=None, site=None)."},
+    {"checkin", (PyCFunction)(void (*)(void))sp_checkin, METH_FASTCALL,
+     "checkin(tracker, pending, pool, key, how='returned')."},
+    {"configure", (PyCFunction)(void (*)(void))sp_configure, METH_FASTCALL,
+     "Give the module the constants and types it shares with the Python code."},
+    {NULL, NULL, 0, NULL},
+};
+
+static int
+intern_names(void)
+{
+#define NAME(var, text)                                                                       \
+    if ((var = PyUnicode_InternFromString(text)) == NULL)                                     \
+        return -1;
+    NAME(S_skip, "_skip")
+    NAME(S_interned, "_interned")
+    NAME(S_kind, "_kind")
+    NAME(S_intern, "_intern")
+    NAME(S_drain, "_drain")
+    NAME(S_callsites, "callsites")
+    NAME(S_stack_depth, "stack_depth")
+    NAME(S_asyncio_events, "asyncio.events")
+    NAME(S_get_running_loop, "_get_running_loop")
+    NAME(S_asyncio_tasks, "asyncio.tasks")
+    NAME(S_current_tasks, "_current_tasks")
+    NAME(S_get_name, "get_name")
+    NAME(S_clock, "_clock")
+    NAME(S_leases, "leases")
+    NAME(S_checkout_count, "checkout_count")
+    NAME(S_checkin_count, "checkin_count")
+    NAME(S_end, "_end")
+    NAME(S_returned, "returned")
+    NAME(S_orphaned, "orphaned")
+    NAME(S_capture, "capture")
+    NAME(S_capture_python, "_capture")
+    if ((ZERO = PyLong_FromLong(0)) == NULL)
+        return -1;
+#undef NAME
+    return 0;
+}
+#else
+static PyMethodDef methods[] = {{NULL, NULL, 0, NULL}};
+#endif
+
+static struct PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT,
+    "poolwatch._speedups",
+    "The tracker's hot path in C (see _speedups.c); AVAILABLE says whether this build has it.",
+    -1,
+    methods,
+};
+
+PyMODINIT_FUNC
+PyInit__speedups(void)
+{
+    PyObject *module = PyModule_Create(&module_def);
+    if (module == NULL)
+        return NULL;
+#if POOLWATCH_SPEEDUPS
+    if (intern_names() < 0) {
+        Py_DECREF(module);
+        return NULL;
+    }
+#endif
+    if (PyModule_AddIntConstant(module, "AVAILABLE", POOLWATCH_SPEEDUPS) < 0) {
+        Py_DECREF(module);
+        return NULL;
+    }
+    return module;
+}

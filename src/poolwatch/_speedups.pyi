@@ -1,0 +1,28 @@
+from typing import Any
+
+AVAILABLE: int
+
+def capture(finder: Any, depth: int = 0, skip: int = 0, trusted: int = 0, /) -> Any: ...
+def checkout(
+    tracker: Any,
+    pending: Any,
+    seq: Any,
+    pool: Any,
+    key: int,
+    connection: Any = None,
+    site: Any = None,
+    /,
+) -> Any: ...
+def checkin(tracker: Any, pending: Any, pool: Any, key: int, how: str = "returned", /) -> Any: ...
+def configure(
+    task_pair: Any,
+    unknown_pair: Any,
+    lease_record: type,
+    threads: dict[int, Any],
+    current_thread: Any,
+    task_name: Any,
+    orphan_note: str,
+    user_kind: int,
+    loop_kind: int,
+    /,
+) -> None: ...
