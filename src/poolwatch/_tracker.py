@@ -1,8 +1,13 @@
 """The tracker: one registry of pools and live leases, counters and events.
 
 Adapters call ``checkout`` / ``checkin`` and friends; consumers call ``snapshot`` or
-``subscribe``. One short ``threading.Lock`` guards the mutable state and nothing slow happens
-under it: snapshots copy references under the lock and build their frozen values outside.
+``subscribe``. The hot path (checkout, checkin) takes no lock: each of its writes is one dict
+store or pop or one ``next()`` on a counter, atomic under the GIL, and it runs in C where this
+build has ``_speedups`` (``_checkout`` / ``_checkin`` are the reference). Everything else
+shares one short ``threading.Lock`` under which nothing slow happens: snapshots copy references
+under it and build their frozen values outside. A snapshot taken while checkouts go on is
+exact per counter, not across counters (leased may lead checkouts - checkins by the
+checkouts in flight).
 
 Garbage-collector callbacks (an owner collected while its connection was leased, a pool
 collected) never take the lock: the collector may run inside any allocation, including one made
