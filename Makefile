@@ -1,5 +1,6 @@
 # One entry point for people and CI. `make setup` is idempotent: it (re)builds .venv only when
-# pyproject.toml changed since the last install.
+# pyproject.toml or the C hot path changed since the last install (an editable install does not
+# recompile the extension by itself).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -9,7 +10,7 @@ STAMP  := $(VENV)/.installed
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml src/poolwatch/_speedups.c
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
