@@ -84,11 +84,21 @@ def _checkouts(tracker: Tracker, record: Any, conn: _Conn) -> None:
     tracker.checkin(record, 1, "discarded")
 
 
+def test_a_connection_leased_again_orphans_the_older_lease() -> None:
+    """On whichever path this run uses: the second lease of key 3 ends the first as orphaned."""
+    counts = _record(Tracker(), _checkouts)[0][:3]
+    assert counts == (4, 2, 1)
+    tracker = Tracker()
+    record = tracker.pool(_Pool(), "test", "pool")
+    tracker.checkout(record, 7, _Conn())
+    tracker.checkout(record, 7, _Conn())
+    (orphan,) = tracker.orphans_since(0)
+    assert (orphan.state, orphan.seq) == ("orphaned", 1)
+
+
 @needs_c
 def test_checkout_and_checkin_record_what_python_records() -> None:
     assert _record(Tracker(), _checkouts) == _record(_python(Tracker()), _checkouts)
-    counts = _record(Tracker(), _checkouts)[0][:3]
-    assert counts == (4, 2, 1)  # the second lease of key 3 orphaned the first
 
 
 def _capture(tracker: Tracker, how: str) -> Any:
