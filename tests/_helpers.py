@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import poolwatch
 from poolwatch import Tracker
 from poolwatch._models import CallSite
+
+_T = TypeVar("_T")
 
 
 def pool_of(tracker: Tracker, kind: str | None = None) -> poolwatch.PoolSnapshot:
@@ -33,3 +36,32 @@ def wait_for_waiter(tracker: Tracker, timeout: float = 5.0) -> poolwatch.PoolSna
         time.sleep(0.01)
         pool = pool_of(tracker)
     return pool
+
+
+def in_threads(threads: int, per_thread: int, step: Callable[[int], _T | None]) -> list[_T]:
+    """Run ``step(n)`` for every n below ``threads * per_thread``, ``per_thread`` on each thread.
+
+    What a step returns (a connection or response it keeps on purpose) is collected and
+    returned; ``None`` means it gave its connection back. A worker's error fails the caller.
+    """
+    kept: list[_T] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def worker(index: int) -> None:
+        try:
+            for n in range(index * per_thread, (index + 1) * per_thread):
+                held = step(n)
+                if held is not None:
+                    with lock:
+                        kept.append(held)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    pool = [threading.Thread(target=worker, args=(index,)) for index in range(threads)]
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join(120)
+    assert errors == []
+    return kept

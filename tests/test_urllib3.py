@@ -13,7 +13,7 @@ from urllib3.connectionpool import HTTPConnectionPool
 import poolwatch
 from poolwatch import Tracker
 
-from ._helpers import wait_for_waiter
+from ._helpers import in_threads, wait_for_waiter
 from ._httpserver import HTML_403
 
 LEAK = pytest.mark.allow_leaks(reason="leaks on purpose to check what poolwatch reports")
@@ -196,31 +196,17 @@ def test_exact_counts_under_16_threads(tracker: Tracker, server: str, leaks: int
     session = requests.Session()
     adapter = requests.adapters.HTTPAdapter(pool_maxsize=64)
     session.mount("http://", adapter)
-    kept: list[requests.Response] = []
-    kept_lock = threading.Lock()
     leak_at = set(range(0, 16_000, 16_000 // leaks)) if leaks else set()
     leak_at = set(sorted(leak_at)[:leaks])
-    errors: list[BaseException] = []
 
-    def worker(index: int) -> None:
-        try:
-            for i in range(1000):
-                n = index * 1000 + i
-                response = session.get(server + "/ok", stream=n in leak_at)
-                if n in leak_at:
-                    with kept_lock:
-                        kept.append(response)
-                else:
-                    response.close()
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
+    def step(n: int) -> requests.Response | None:
+        response = session.get(server + "/ok", stream=n in leak_at)
+        if n in leak_at:
+            return response
+        response.close()
+        return None
 
-    threads = [threading.Thread(target=worker, args=(t,)) for t in range(16)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(120)
-    assert errors == []
+    kept = in_threads(16, 1000, step)
     (pool,) = tracker.snapshot().pools
     assert pool.leased == len(kept) == leaks
     assert pool.checkouts == 16_000

@@ -20,7 +20,7 @@ from poolwatch import Tracker
 from poolwatch.adapters._httpx import HttpxAdapter
 from poolwatch.testing import Downstream, Reply
 
-from .._helpers import pool_of
+from .._helpers import in_threads, pool_of
 from .._httpserver import HTML_403
 
 LEAK = pytest.mark.allow_leaks(reason="leaks on purpose to check what poolwatch reports")
@@ -353,29 +353,14 @@ def test_exact_counts_under_8_threads(tracker: Tracker, server: str, leaks: int)
     """8 threads x 250 requests through one Client: leased equals the leaks made, exactly."""
     client = httpx.Client(limits=httpx.Limits(max_connections=64))
     leak_at = set(range(0, 2000, 2000 // leaks)[:leaks]) if leaks else set()
-    kept: list[httpx.Response] = []
-    kept_lock = threading.Lock()
-    errors: list[BaseException] = []
 
-    def worker(index: int) -> None:
-        try:
-            for i in range(250):
-                n = index * 250 + i
-                if n in leak_at:
-                    response = hold(client, server + "/ok")
-                    with kept_lock:
-                        kept.append(response)
-                else:
-                    client.get(server + "/ok")
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
+    def step(n: int) -> httpx.Response | None:
+        if n in leak_at:
+            return hold(client, server + "/ok")
+        client.get(server + "/ok")
+        return None
 
-    threads = [threading.Thread(target=worker, args=(t,)) for t in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(120)
-    assert errors == []
+    kept = in_threads(8, 250, step)
     pool = pool_of(tracker, "httpx")
     assert pool.leased == len(kept) == leaks
     assert (pool.checkouts, pool.checkins) == (2000, 2000 - leaks)

@@ -23,7 +23,7 @@ import poolwatch
 from poolwatch import Tracker
 from poolwatch.adapters._redis import pool_name
 
-from .._helpers import line_after, pool_of, wait_for_waiter
+from .._helpers import in_threads, line_after, pool_of, wait_for_waiter
 
 LEAK = pytest.mark.allow_leaks(reason="leaks on purpose to check what poolwatch reports")
 
@@ -220,29 +220,16 @@ def test_exact_counts_under_8_threads(tracker: Tracker, redis_port: int, leaks: 
     pool = ConnectionPool(host="127.0.0.1", port=redis_port, max_connections=64)
     client = redis.Redis(connection_pool=pool)
     leak_at = set(range(0, 1000, 1000 // leaks)[:leaks]) if leaks else set()
-    kept: list[Any] = []
-    kept_lock = threading.Lock()
-    errors: list[BaseException] = []
 
-    def worker(index: int) -> None:
-        try:
-            for i in range(125):
-                client.incr("poolwatch:count")
-                conn = pool.get_connection()
-                if index * 125 + i in leak_at:
-                    with kept_lock:
-                        kept.append(conn)
-                else:
-                    pool.release(conn)
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
+    def step(n: int) -> Any:
+        client.incr("poolwatch:count")
+        conn = pool.get_connection()
+        if n in leak_at:
+            return conn
+        pool.release(conn)
+        return None
 
-    threads = [threading.Thread(target=worker, args=(t,)) for t in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(120)
-    assert errors == []
+    kept = in_threads(8, 125, step)
     snap = pool_of(tracker)
     assert snap.leased == len(kept) == leaks
     assert (snap.checkouts, snap.checkins) == (2000, 2000 - leaks)

@@ -30,7 +30,7 @@ from poolwatch import Tracker
 from poolwatch._models import UNKNOWN_CALLSITE
 from poolwatch.adapters._sqlalchemy import SQLAlchemyAdapter, pool_name
 
-from .._helpers import line_after, pool_of, wait_for_waiter
+from .._helpers import in_threads, line_after, pool_of, wait_for_waiter
 
 LEAK = pytest.mark.allow_leaks(reason="leaks on purpose to check what poolwatch reports")
 EVENTS = ("checkout", "checkin", "detach")
@@ -395,33 +395,20 @@ def test_exact_counts_under_8_threads(
     """8 threads x 250 checkouts through one engine: leased equals the connections kept."""
     engine = make_engine(pool_size=8, max_overflow=16, timeout=30)
     leak_at = set(range(0, 2000, 2000 // leaks)[:leaks]) if leaks else set()
-    kept: list[Connection] = []
-    kept_lock = threading.Lock()
-    errors: list[BaseException] = []
 
-    def worker(index: int) -> None:
-        try:
-            for i in range(250):
-                conn = engine.connect()
-                conn.execute(text("select 1"))
-                if index * 250 + i in leak_at:
-                    with kept_lock:
-                        kept.append(conn)
-                else:
-                    conn.close()
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
+    def step(n: int) -> Connection | None:
+        conn = engine.connect()
+        conn.execute(text("select 1"))
+        if n in leak_at:
+            return conn
+        conn.close()
+        return None
 
-    threads = [threading.Thread(target=worker, args=(t,)) for t in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(120)
-    assert errors == []
+    kept = in_threads(8, 250, step)
     pool = pool_of(tracker)
     assert pool.leased == len(kept) == leaks
     assert (pool.checkouts, pool.checkins) == (2000, 2000 - leaks)
-    assert {lease.callsite.function.rsplit(".", 1)[-1] for lease in pool.leases} <= {"worker"}
+    assert {lease.callsite.function.rsplit(".", 1)[-1] for lease in pool.leases} <= {"step"}
     for conn in kept:
         conn.close()
     assert pool_of(tracker).leased == 0
