@@ -17,6 +17,7 @@ from poolwatch.testing import (
     HuntTargetError,
     Reply,
     Scenario,
+    _hunt,
     assert_no_leaking_scenarios,
     default_scenarios,
     hunt,
@@ -56,6 +57,31 @@ def _port(pool_label: str) -> int:
 
 
 # -- requests: the incident and its fix -------------------------------------------------------
+
+
+@LEAK
+def test_a_reused_port_never_hands_a_scenario_the_closed_pool_of_an_earlier_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The OS may give a downstream the port of the one before; the hunt then takes another.
+
+    Each scenario's pools are closed after it, and requests keeps them under host and port: on
+    the same port the second scenario was handed the closed pool ("Pool is closed").
+    """
+    probe = Downstream()
+    probe.start()
+    port = probe.port
+    probe.stop()
+    ports = iter([port, port])  # the first two downstreams get the same port number
+
+    class SamePort(Downstream):
+        def __init__(self, **kwargs: object) -> None:
+            super().__init__(port=next(ports, 0), **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(_hunt, "Downstream", SamePort)
+    monkeypatch.setattr(_hunt, "_USED_PORTS", set())
+    report = hunt(hunt_incident.fetch_status, default_scenarios()[:2])
+    assert [(r.error, r.leaked) for r in report.results] == [(None, 1), (None, 1)]
 
 
 @LEAK

@@ -48,6 +48,11 @@ __all__ = [
 
 #: Seconds one scenario may take before it is reported as hanging.
 DEFAULT_TIMEOUT = 5.0
+#: Downstream ports this process's hunts have used. A scenario's pools are closed after it
+#: (``_release``), and a client keeps them in its cache under host and port (urllib3's
+#: PoolManager): a later downstream on a reused port number would be handed the closed pool.
+_USED_PORTS: set[int] = set()
+_PORT_ATTEMPTS = 50
 
 
 class HuntTargetError(PoolwatchError, TypeError):
@@ -437,6 +442,21 @@ def _close(obj: Any) -> None:
             result.close()  # its loop is gone; never leave a coroutine unawaited
 
 
+def _fresh_downstream(scenario: Scenario) -> Downstream:
+    """A started downstream for ``scenario`` on a port no earlier scenario of this process had."""
+    for _ in range(_PORT_ATTEMPTS):
+        downstream = Downstream(default=scenario.reply, load_balancer=scenario.load_balancer)
+        downstream.start()
+        if downstream.port not in _USED_PORTS:
+            _USED_PORTS.add(downstream.port)
+            return downstream
+        downstream.stop()
+    raise PoolwatchError(
+        f"poolwatch hunt: the system gave {_PORT_ATTEMPTS} ports in a row that earlier scenarios "
+        "of this process had used; run the hunt in a fresh process"
+    )
+
+
 def run_scenario(
     func: Callable[[str], Any],
     scenario: Scenario,
@@ -449,8 +469,7 @@ def run_scenario(
 
     tracker = tracker or _api.get_tracker()
     started = time.monotonic()
-    downstream = Downstream(default=scenario.reply, load_balancer=scenario.load_balancer)
-    downstream.start()
+    downstream = _fresh_downstream(scenario)
     mark = tracker.seq
     # Sockets already toward this port belong to someone else: the OS may hand a fresh
     # downstream a port number that an earlier, stopped server had, with stale sockets to it.
