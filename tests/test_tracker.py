@@ -145,6 +145,25 @@ def test_lease_records_wall_clock_and_task() -> None:
     tracker.checkin(pool, id(conn))
 
 
+def test_a_pool_id_reused_before_the_report_keeps_the_old_pools_leases() -> None:
+    """A new pool object at a collected one's address does not make that one's leases vanish."""
+    tracker = Tracker()
+    for _ in range(1000):  # CPython reuses a freed object's memory for the next of its size
+        first = _Owner()
+        address = id(first)
+        lease = tracker.checkout(tracker.pool(first, "test", "first"), 1, _Owner())
+        del first  # collected: its report waits in the tracker's queue
+        second = _Owner()
+        if id(second) == address:
+            break
+        tracker.checkin(lease.pool, 1)
+    else:  # pragma: no cover - the allocator never reused the address
+        pytest.skip("no address reuse on this interpreter")
+    tracker.pool(second, "test", "second")  # registered before the queue is applied
+    (closed,) = tracker.leaks_since(0)
+    assert (closed.pool, closed.state) == ("test first", "closed")
+
+
 def test_pool_collected_while_leased_ends_its_leases_as_closed() -> None:
     """A pool object that disappears with leases out reports them as confirmed leaks."""
     tracker = Tracker()

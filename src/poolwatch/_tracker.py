@@ -312,8 +312,12 @@ class Tracker:
         ``idle_of(pool)`` the sockets of the pool's idle connections (for the census join).
         """
         record = self._pools.get(id(obj))
-        if record is not None and record.ref() is obj:
-            return record
+        if record is not None:
+            if record.ref() is obj:
+                return record
+            # A collected pool whose id a new one reuses before its report was applied: retire
+            # it now, or its leases would vanish with the record this one replaces.
+            self._pool_collected(id(obj))
         key = id(obj)
         pending = self._pending
         ref = weakref.ref(obj, lambda _ref: pending.append(("pool", key)))
