@@ -16,6 +16,7 @@ import pytest
 import trustme
 
 from poolwatch.alerts import SmtpSink
+from poolwatch.testing import Downstream, Reply
 
 LEAK = pytest.mark.allow_leaks(reason="holds connections on purpose to push a pool past 75%")
 
@@ -120,31 +121,14 @@ def server_tls(ca: trustme.CA) -> ssl.SSLContext:
     return context
 
 
-class _Downstream(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def do_GET(self) -> None:
-        body = b"<html><body>Forbidden by the LB</body></html>"
-        self.send_response(403)
-        self.send_header("Content-Type", "text/html")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
 @pytest.fixture
 def downstream() -> Iterator[tuple[str, int]]:
-    """A real keep-alive HTTP server of our own (its pool label is unique to this test)."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Downstream)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield "127.0.0.1", server.server_port
-    server.shutdown()
-    server.server_close()
+    """A real keep-alive server answering 403 with an HTML page (its pool label is unique)."""
+    page = Reply(
+        403, body=b"<html><body>Forbidden by the LB</body></html>", content_type="text/html"
+    )
+    with Downstream(default=page) as server:
+        yield "127.0.0.1", server.port
 
 
 @pytest.fixture

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import gc
-import http.server
 import json
 import os
 import re
-import threading
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +15,7 @@ import pytest
 import urllib3
 
 from poolwatch.admin import serve
+from poolwatch.testing import Downstream, Reply
 
 sync_api = pytest.importorskip("playwright.sync_api")
 expect = sync_api.expect
@@ -35,33 +34,16 @@ ARGS = [
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def do_GET(self) -> None:
-        body = b"<html><body>Forbidden</body></html>"
-        self.send_response(403)
-        self.send_header("Content-Type", "text/html; charset=utf-8")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
 @pytest.fixture
 def pool() -> Iterator[urllib3.HTTPConnectionPool]:
     """A urllib3 pool of 6 to a real 403-answering server on 127.0.0.1."""
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    srv.daemon_threads = True
-    thread = threading.Thread(target=srv.serve_forever, name="lb-403", daemon=True)
-    thread.start()
-    pool = urllib3.HTTPConnectionPool("127.0.0.1", srv.server_port, maxsize=6, block=True)
-    yield pool
-    pool.close()
-    srv.shutdown()
-    srv.server_close()
+    page = Reply(
+        403, body=b"<html><body>Forbidden</body></html>", content_type="text/html; charset=utf-8"
+    )
+    with Downstream(default=page) as server:
+        pool = urllib3.HTTPConnectionPool("127.0.0.1", server.port, maxsize=6, block=True)
+        yield pool
+        pool.close()
 
 
 @pytest.fixture(scope="module")
