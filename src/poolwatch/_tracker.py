@@ -69,6 +69,10 @@ class _IdleFn(Protocol):
     def __call__(self, pool: Any, /) -> Iterable[Any]: ...
 
 
+class _ResponseFn(Protocol):
+    def __call__(self, connection: Any, /) -> ResponseFacts | None: ...
+
+
 class PoolRecord:
     """The tracker's mutable record of one library pool. Only the tracker changes it."""
 
@@ -87,6 +91,7 @@ class PoolRecord:
         "name",
         "orphans",
         "ref",
+        "response_of",
         "socket_of",
         "stats",
     )
@@ -99,9 +104,11 @@ class PoolRecord:
         stats: _StatsFn | None,
         socket_of: _SocketFn | None,
         idle_of: _IdleFn | None = None,
+        response_of: _ResponseFn | None = None,
     ) -> None:
         self.ref = ref
         self.idle_of = idle_of
+        self.response_of = response_of
         self.kind = kind
         self.name = name
         self.stats = stats
@@ -304,12 +311,17 @@ class Tracker:
         stats: _StatsFn | None = None,
         socket_of: _SocketFn | None = None,
         idle_of: _IdleFn | None = None,
+        response_of: _ResponseFn | None = None,
     ) -> PoolRecord:
         """The record of a library pool object, registering it on first sight.
 
         ``stats(pool)`` gives (max, idle, waiting) as the library reports them;
         ``socket_of(connection)`` the connection's socket object (or None);
-        ``idle_of(pool)`` the sockets of the pool's idle connections (for the census join).
+        ``idle_of(pool)`` the sockets of the pool's idle connections (for the census join);
+        ``response_of(connection)`` the facts of the response the connection is carrying (or
+        None), read only when a lease is reported, for libraries where recording them on every
+        request would cost more than the rest of the hooks (``attach_response`` records them
+        eagerly).
         """
         record = self._pools.get(id(obj))
         if record is not None:
@@ -322,7 +334,7 @@ class Tracker:
         pending = self._pending
         ref = weakref.ref(obj, lambda _ref: pending.append(("pool", key)))
         record = PoolRecord(
-            ref, kind, name() if callable(name) else name, stats, socket_of, idle_of
+            ref, kind, name() if callable(name) else name, stats, socket_of, idle_of, response_of
         )
         with self._lock:
             self._pools[key] = record
@@ -727,14 +739,27 @@ class Tracker:
     ) -> Lease:
         now = self._clock() if now is None else now
         socket_info = None
-        if sockets and record.connection is not None and record.pool.socket_of is not None:
-            conn = record.connection()
-            if conn is not None:
-                try:
-                    sock = record.pool.socket_of(conn)
-                    socket_info = _socket_info(sock) if sock is not None else None
-                except Exception as exc:
-                    self.internal_error(f"{record.pool.kind}.socket_of", exc)
+        conn = record.connection() if record.connection is not None else None
+        # Read only while the connection still carries this lease's response: live, or just
+        # ended as a leak (not orphaned: then it carries the next lease's).
+        if (
+            record.response is None
+            and conn is not None
+            and record.pool.response_of is not None
+            and (record.state is None or record.state in LEAK_STATES)
+        ):
+            try:
+                facts = record.pool.response_of(conn)
+                if facts is not None:
+                    record[_RESPONSE] = facts  # kept: the response may be gone at the next look
+            except Exception as exc:
+                self.internal_error(f"{record.pool.kind}.response_of", exc)
+        if sockets and conn is not None and record.pool.socket_of is not None:
+            try:
+                sock = record.pool.socket_of(conn)
+                socket_info = _socket_info(sock) if sock is not None else None
+            except Exception as exc:
+                self.internal_error(f"{record.pool.kind}.socket_of", exc)
         return Lease(
             seq=record.seq,
             pool=record.pool.label,

@@ -6,11 +6,12 @@ import asyncio
 import gc
 import sys
 import threading
+import traceback
 from collections.abc import Iterator
 
 import aiohttp
 import pytest
-from aiohttp import client, client_reqrep, connector
+from aiohttp import client, client_reqrep, connector, helpers
 from yarl import URL
 
 import poolwatch
@@ -207,7 +208,7 @@ async def test_cancelled_request_is_returned_never_a_leak(
 async def test_pool_wait_timeout_is_counted_and_carries_a_diagnosis(
     tracker: Tracker, ds: Downstream, timeout: str
 ) -> None:
-    """Timing out while waiting for a slot is an exhaustion; the error's notes diagnose it."""
+    """Timing out while waiting for a slot is an exhaustion; the error's traceback diagnoses it."""
     connector_ = aiohttp.TCPConnector(limit=2)
     async with aiohttp.ClientSession(connector=connector_) as session:
         kept = [await session.get(ds.url_for("/large")) for _ in range(2)]
@@ -219,11 +220,17 @@ async def test_pool_wait_timeout_is_counted_and_carries_a_diagnosis(
         expected = CONNECT_TIMEOUT if timeout == "connect" else asyncio.TimeoutError
         with pytest.raises(expected) as info:
             await session.get(ds.url_for("/403"), timeout=client_timeout)
+        # The connect timeout's error carries the notes itself; the total timeout's bare
+        # TimeoutError is raised from the CancelledError that ended the wait, which does.
+        noted = info.value
         if timeout == "total":
             assert not isinstance(info.value, aiohttp.ClientError)  # the bare one
+            noted = info.value.__cause__
+            assert isinstance(noted, asyncio.CancelledError)
         pool = only_pool(tracker)
         assert (pool.exhaustions, pool.leased, pool.waiting) == (1, 2, 0)
-        notes = "\n".join(getattr(info.value, "__notes__", []))
+        notes = "\n".join(getattr(noted, "__notes__", []))
+        assert notes in "".join(traceback.format_exception(info.value))
         assert f"poolwatch: {pool!r} is exhausted." in notes
         assert "2 x tests/adapters/test_aiohttp.py:" in notes
         assert "200 application/octet-stream, 1048576-byte body" in notes
@@ -397,6 +404,8 @@ def test_uninstrument_restores_aiohttp_exactly() -> None:
         connector.Connection,
         client.ClientSession,
         client_reqrep.ClientResponse,
+        CONNECT_TIMEOUT,
+        helpers.TimerContext,
     )
     was_installed = "aiohttp" in poolwatch.instrumented()
     poolwatch.uninstrument("aiohttp")
@@ -405,6 +414,7 @@ def test_uninstrument_restores_aiohttp_exactly() -> None:
         poolwatch.instrument("aiohttp")
         assert connector.Connection.__init__ is not plain[1]["__init__"]
         assert client_reqrep.ClientResponse.__del__ is not plain[3]["__del__"]
+        assert helpers.TimerContext.timeout is not plain[5]["timeout"]
         poolwatch.uninstrument("aiohttp")
         assert [dict(vars(cls)) for cls in classes] == plain
     finally:

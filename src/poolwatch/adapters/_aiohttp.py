@@ -20,14 +20,20 @@ Three ends are not plain checkins:
   the slot came back only because the garbage collector ran (``gc_returned``, a confirmed leak).
   Finalizers may run inside an allocation made while this thread holds the tracker's lock, so
   there leases are ended with the tracker's lock-free ``end_soon`` instead of deadlocking.
-* A pool-wait timeout (``ConnectionTimeoutError`` with ``ClientTimeout(connect=...)``, a bare
-  ``TimeoutError`` from the total timeout) is counted as an exhaustion with the diagnosis as a
-  note on the exception the caller gets. The wait is marked on the exception that passes through
-  ``_wait_for_available_connection`` (``connect`` itself in older releases such as 3.9, which
-  waited inline); ``ClientSession._request`` sees the final exception, whose cause chain holds the
-  mark, and also attaches the response facts to a lease still out. A wait ended by the caller's
-  own ``asyncio.timeout()`` / ``wait_for()`` reaches aiohttp as a cancellation, which cannot be
-  told from any other: it is not counted.
+* A pool-wait timeout is counted as an exhaustion, with the diagnosis as an exception note.
+  The wait (``_wait_for_available_connection``; ``connect`` itself in releases such as 3.9,
+  which waited inline) marks the exception that ends it. A connect timeout
+  (``ClientTimeout(connect=...)``) raises ``ConnectionTimeoutError`` from a ``TimeoutError``
+  raised from that marked exception: its constructor, hooked, finds the mark and the note goes
+  on the very exception the caller gets. The total timeout's ``TimerContext`` says, as it
+  fires, which tasks it cancels; a wait ended that way is counted as it ends, and the note goes
+  on the ``CancelledError`` that aiohttp raises the caller's bare ``TimeoutError`` from, so it
+  prints with that error's traceback. A wait ended by the caller's own ``asyncio.timeout()`` /
+  ``wait_for()`` is a cancellation like any other: it is not counted. None of these hooks run
+  on a request that does not time out.
+
+The facts of the response a lease carries (status, content type, framing) are read only when the
+lease is reported (``_response_of``), not recorded on every request.
 
 Why a pool is a connector, not a host: aiohttp enforces ``limit`` over ``_acquired`` across every
 host, a waiter for any host is woken when any slot frees, and the timeout that users see comes
@@ -37,6 +43,7 @@ from that shared limit. ``limit_per_host`` is a second cap inside it, shown in t
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -113,6 +120,25 @@ def response_facts(response: Any) -> ResponseFacts:
     )
 
 
+def _response_of(proto: Any) -> ResponseFacts | None:
+    """The facts of the response reading from ``proto``, read when a lease is reported.
+
+    Recording them on every request would take a coroutine layer around the request, more
+    than the rest of the hooks together. A response not yet at its body's end is reachable
+    from its connection: ``ClientResponse.start`` registers the response's ``_response_eof``
+    with the payload (``StreamReader.on_eof``), which the protocol holds as ``_payload``; at
+    EOF the callbacks run, the connection is released and there is no lease left to describe.
+    """
+    from aiohttp.client_reqrep import ClientResponse
+
+    payload = getattr(proto, "_payload", None)
+    for callback in list(getattr(payload, "_eof_callbacks", ())):
+        response = getattr(callback, "__self__", None)
+        if isinstance(response, ClientResponse):
+            return response_facts(response)
+    return None
+
+
 class _Finalizing(threading.local):
     """How deep this thread is in aiohttp finalizers. A class default, not ``getattr(local,
     name, 0)``: a thread-local's missing attribute raises and formats an AttributeError, which
@@ -121,7 +147,7 @@ class _Finalizing(threading.local):
     finalizing = 0
 
 
-def _wait_mark(exc: BaseException) -> Any:
+def _wait_mark(exc: BaseException | None) -> Any:
     """The pool whose wait this exception (or one in its cause chain) came out of."""
     seen: BaseException | None = exc
     for _ in range(8):  # ConnectionTimeoutError <- TimeoutError <- CancelledError, and margin
@@ -141,7 +167,7 @@ class AiohttpAdapter(Adapter):
     tested = ((3, 9), (4, 0))
 
     def _install(self, tracker: Tracker) -> None:
-        from aiohttp import client, client_reqrep, connector
+        from aiohttp import client_exceptions, client_reqrep, connector, helpers
 
         base = connector.BaseConnector
         find_pool = tracker.find_pool
@@ -161,6 +187,7 @@ class AiohttpAdapter(Adapter):
                 stats=_stats,
                 socket_of=_socket_of,
                 idle_of=_idle_of,
+                response_of=_response_of,
             )
 
         original_connect = base.connect
@@ -168,7 +195,6 @@ class AiohttpAdapter(Adapter):
         original_release = base._release_acquired
         original_close = base._close
         original_connector_del = base.__del__
-        original_request = client.ClientSession._request
         original_response_del = client_reqrep.ClientResponse.__del__
         original_connection_del = connector.Connection.__del__
         original_wait = getattr(base, "_wait_for_available_connection", None)
@@ -186,24 +212,58 @@ class AiohttpAdapter(Adapter):
             except Exception as exc:
                 tracker.internal_error("aiohttp.checkout", exc)
 
+        # Tasks waiting for a slot, each with its wait token and whether aiohttp's own total
+        # timeout (a TimerContext) fired on it: the timer says so before it cancels the task.
+        waits: dict[Any, list[Any]] = {}
+
+        def wait_begin(conn_pool: Any) -> Any:
+            try:
+                entry = [tracker.wait_begin(record_of(conn_pool), capture()), False]
+                waits[asyncio.current_task()] = entry
+                return entry
+            except Exception as exc:
+                tracker.internal_error("aiohttp.wait", exc)
+                return None
+
+        def wait_failed(conn_pool: Any, exc: BaseException, entry: list[Any]) -> None:
+            """Mark the exception for a connect timeout to find; count a total timeout now.
+
+            The total timeout's bare ``TimeoutError`` is raised by the TimerContext's
+            ``__exit__``, bound when the request entered it: the diagnosis goes on this
+            exception, which the ``TimeoutError`` is raised from, and prints with it.
+            """
+            try:
+                wait_end(entry)  # over before the diagnosis, which counts the waiters
+                setattr(exc, _MARK, record_of(conn_pool))
+                if entry[1]:
+                    tracker.exhausted(record_of(conn_pool), exc)
+            except Exception as inner:
+                tracker.internal_error("aiohttp.wait", inner)
+
+        def wait_end(entry: list[Any]) -> None:
+            tracker.wait_end(entry[0])
+            task = asyncio.current_task()
+            if waits.get(task) is entry:
+                del waits[task]
+
         async def _connect_waiting(self: Any, req: Any, *args: Any, **kwargs: Any) -> Any:
             """``connect`` for aiohttp releases that wait for a slot inside it (3.9)."""
-            token = None
+            entry = None
             try:
                 if self._available_connections(req.connection_key) <= 0:
-                    token = tracker.wait_begin(record_of(self), capture())
+                    entry = wait_begin(self)
             except Exception as exc:
                 tracker.internal_error("aiohttp.wait", exc)
             try:
                 return await original_connect(self, req, *args, **kwargs)
             except BaseException as exc:
                 # Still full when the wait failed: it failed waiting for a slot, not connecting.
-                if token is not None and _still_full(self, req):
-                    _mark(exc, self)
+                if entry is not None and _still_full(self, req):
+                    wait_failed(self, exc, entry)
                 raise
             finally:
-                if token is not None:
-                    tracker.wait_end(token)
+                if entry is not None:
+                    wait_end(entry)
 
         def _still_full(conn_pool: Any, req: Any) -> bool:
             try:
@@ -212,27 +272,18 @@ class AiohttpAdapter(Adapter):
                 tracker.internal_error("aiohttp.wait", exc)
                 return False
 
-        def _mark(exc: BaseException, conn_pool: Any) -> None:
-            try:
-                setattr(exc, _MARK, record_of(conn_pool))
-            except Exception as inner:
-                tracker.internal_error("aiohttp.wait", inner)
-
         async def _wait_for_available_connection(self: Any, *args: Any, **kwargs: Any) -> Any:
             assert original_wait is not None
-            token = None
-            try:
-                token = tracker.wait_begin(record_of(self), capture())
-            except Exception as exc:
-                tracker.internal_error("aiohttp.wait", exc)
+            entry = wait_begin(self)
             try:
                 return await original_wait(self, *args, **kwargs)
             except BaseException as exc:
-                _mark(exc, self)
+                if entry is not None:
+                    wait_failed(self, exc, entry)
                 raise
             finally:
-                if token is not None:
-                    tracker.wait_end(token)
+                if entry is not None:
+                    wait_end(entry)
 
         def _release_acquired(self: Any, key: Any, proto: Any) -> None:
             try:
@@ -265,11 +316,13 @@ class AiohttpAdapter(Adapter):
                 tracker.internal_error("aiohttp.close", exc)
             return original_close(self, *args, **kwargs)
 
-        def gc_returned(conn_pool: Any, proto: Any, what: str) -> None:
+        def gc_returned(conn_pool: Any, proto: Any, what: str, response: Any = None) -> None:
             """A finalizer is about to release ``proto``: the GC, not the code, returned it."""
             record = find_pool(conn_pool)
             lease = record.leases.get(id(proto)) if record is not None else None
             if lease is not None:
+                if response is not None and lease.response is None and response.status:
+                    tracker.attach_response(lease, response_facts(response))
                 tracker.end_soon(lease, "gc_returned", _GC_NOTE.format(what=what))
 
         # The finalizers run for every response and connection: exact signatures, no packing.
@@ -282,7 +335,7 @@ class AiohttpAdapter(Adapter):
                 try:
                     conn = self._connection
                     if conn is not None and conn.protocol is not None:
-                        gc_returned(conn._connector, conn.protocol, "ClientResponse")
+                        gc_returned(conn._connector, conn.protocol, "ClientResponse", self)
                 except Exception as exc:
                     tracker.internal_error("aiohttp.gc", exc)
                 original_response_del(self)
@@ -310,29 +363,34 @@ class AiohttpAdapter(Adapter):
             finally:
                 local.finalizing -= 1
 
-        async def _request(self: Any, *args: Any, **kwargs: Any) -> Any:
+        # A connect timeout's ConnectionTimeoutError (ServerTimeoutError in 3.9) is built only
+        # when a connect timeout happens, while its TimeoutError, raised from the CancelledError
+        # that left the wait, is being handled: a hook there costs no request anything.
+        def timeout_error_init(self: Any, *args: Any, **kwargs: Any) -> None:
+            original_timeout_error_init(self, *args, **kwargs)
             try:
-                response = await original_request(self, *args, **kwargs)
-            except _TIMEOUTS as exc:
-                try:
-                    record = _wait_mark(exc)
-                    if record is not None:
-                        tracker.exhausted(record, exc)
-                except Exception as inner:
-                    tracker.internal_error("aiohttp.exhausted", inner)
-                raise
-            # Small bodies are released at EOF inside the request: only a response that still
-            # holds its connection is a lease worth describing.
-            conn = response._connection
-            if conn is not None:
-                try:
-                    record = find_pool(conn._connector)
-                    lease = tracker.lease_of(record, id(conn.protocol)) if record else None
-                    if lease is not None:
-                        tracker.attach_response(lease, response_facts(response))
-                except Exception as exc:
-                    tracker.internal_error("aiohttp.response", exc)
-            return response
+                record = _wait_mark(sys.exc_info()[1])
+                if record is not None:
+                    tracker.exhausted(record, self)
+            except Exception as exc:
+                tracker.internal_error("aiohttp.exhausted", exc)
+
+        def timer_timeout(self: Any) -> None:
+            try:
+                if waits and not self._cancelled:
+                    for task in self._tasks:
+                        entry = waits.get(task)
+                        if entry is not None:
+                            entry[1] = True
+            except Exception as exc:
+                tracker.internal_error("aiohttp.timer", exc)
+            original_timer_timeout(self)
+
+        timeout_error = getattr(client_exceptions, "ConnectionTimeoutError", None)
+        if timeout_error is None:  # aiohttp 3.9 raises its base class
+            timeout_error = client_exceptions.ServerTimeoutError
+        original_timeout_error_init = timeout_error.__init__
+        original_timer_timeout = helpers.TimerContext.timeout
 
         patch = self.patcher.patch
         patch(
@@ -351,7 +409,8 @@ class AiohttpAdapter(Adapter):
                 "_wait_for_available_connection",
                 wraps(_wait_for_available_connection, original_wait),
             )
-        patch(client.ClientSession, "_request", wraps(_request, original_request))
+        patch(timeout_error, "__init__", wraps(timeout_error_init, original_timeout_error_init))
+        patch(helpers.TimerContext, "timeout", wraps(timer_timeout, original_timer_timeout))
         patch(
             client_reqrep.ClientResponse,
             "__del__",
