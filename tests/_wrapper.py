@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import requests
 
 
 def get_streamed(session: requests.Session, url: str) -> requests.Response:
     return session.get(url, stream=True)
+
+
+def check_out(tracker: Any, record: Any, key: int, conn: Any) -> Any:
+    """A helper that leases on its caller's behalf (a library's frame, once declared one)."""
+    return tracker.checkout(record, key, conn)

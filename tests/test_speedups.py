@@ -190,3 +190,26 @@ def test_records_hold_no_strong_reference_to_the_connection() -> None:
     tracker.checkout(record, id(conn), conn)
     del conn
     assert watch() is None
+
+
+@needs_c
+def test_library_modules_added_later_move_call_sites_on_both_paths() -> None:
+    """The C caches in front of the finder's dicts are emptied when its library set grows."""
+    from tests import _wrapper
+
+    results = []
+    for tracker in (Tracker(), _python(Tracker())):
+        record = tracker.pool(_Pool(), "test", "pool")
+        conn = _Conn()
+        sites = []
+        for key in (1, 2):
+            sites.append(_wrapper.check_out(tracker, record, key, conn).callsite)
+            tracker.callsites.add_library_modules(["tests._wrapper"])
+        results.append(sites)
+    assert results[0] == results[1]
+    before, after = results[0]
+    assert before.filename == _wrapper.__file__
+    assert (after.filename, after.function) == (
+        __file__,
+        "test_library_modules_added_later_move_call_sites_on_both_paths",
+    )

@@ -110,16 +110,19 @@ class CallSiteFinder:
         self._lock = threading.Lock()
         # The C twin of _capture where this build has it; a test's own frame source keeps
         # the Python one (the C code walks the interpreter's frames itself).
-        self.capture: _Capture = (
-            functools.partial(speedups.capture, self)
-            if speedups is not None and _getframe is sys._getframe
-            else self._capture
-        )
+        #: Whether ``capture`` is the C one (the tracker's C checkout then calls it directly).
+        self.native = False
+        self.capture: _Capture = self._capture
+        if speedups is not None and _getframe is sys._getframe:
+            self.native = True
+            self.capture = functools.partial(speedups.capture, self)
 
     def add_library_modules(self, names: Iterable[str]) -> None:
         """Treat these modules' frames as library frames too (a company's HTTP wrapper)."""
         self._library_prefixes += tuple(_module_dirs(names))
         self._skip.clear()
+        if speedups is not None:
+            speedups.forget()  # its caches mirror the kinds just cleared
 
     def _kind(self, filename: str) -> int:
         if filename in self._loop_files:

@@ -145,35 +145,147 @@ frame_object(Py_ssize_t n)
 
 /* The kind of a frame's file, from the finder's cache (asking finder._kind on a miss). */
 static long
-kind_of(PyObject *finder, PyObject *kinds, PyObject *filename)
+kind_of(PyObject *finder, PyObject *filename)
 {
-    PyObject *kind = PyDict_GetItemWithError(kinds, filename); /* borrowed */
-    if (kind == NULL) {
-        if (PyErr_Occurred())
-            return -1;
-        kind = PyObject_CallMethodOneArg(finder, S_kind, filename);
-        if (kind == NULL)
-            return -1;
-        int failed = PyDict_SetItem(kinds, filename, kind);
-        long value = PyLong_AsLong(kind);
-        Py_DECREF(kind);
-        return failed ? -1 : value;
+    PyObject *kinds = PyObject_GetAttr(finder, S_skip);
+    if (kinds == NULL)
+        return -1;
+    if (!PyDict_CheckExact(kinds)) {
+        Py_DECREF(kinds);
+        PyErr_SetString(PyExc_TypeError, "poolwatch: CallSiteFinder._skip is not a dict");
+        return -1;
     }
-    return PyLong_AsLong(kind);
+    long value = -1;
+    PyObject *kind = PyDict_GetItemWithError(kinds, filename); /* borrowed */
+    if (kind != NULL) {
+        value = PyLong_AsLong(kind);
+    }
+    else if (!PyErr_Occurred()) {
+        kind = PyObject_CallMethodOneArg(finder, S_kind, filename);
+        if (kind != NULL) {
+            value = PyDict_SetItem(kinds, filename, kind) < 0 ? -1 : PyLong_AsLong(kind);
+            Py_DECREF(kind);
+        }
+    }
+    Py_DECREF(kinds);
+    return value;
+}
+
+/* Two direct-mapped caches in front of the finder's dicts (which stay the truth): the kind of a
+ * code object's file, and the interned call site of a (code object, instruction). A lookup is a
+ * few compares where the dicts cost a string hash probe per frame and a tuple key per site.
+ * Entries hold strong references to the finder and the code object, so neither address can be
+ * reused by another object while an entry names it. forget() empties both: the finder calls it
+ * when it clears its kinds (add_library_modules). Only ever touched with the GIL held. */
+#define CACHE_SIZE 1024
+typedef struct {
+    PyObject *finder, *code;
+    long kind;
+} kind_entry;
+typedef struct {
+    PyObject *finder, *code, *pair;
+    int lasti;
+} site_entry;
+static kind_entry KINDS[CACHE_SIZE];
+static site_entry SITES[CACHE_SIZE];
+
+static size_t
+slot(PyObject *finder, PyCodeObject *code, int lasti)
+{
+    size_t h = ((uintptr_t)code >> 4) ^ ((uintptr_t)finder >> 6) ^ ((size_t)lasti * 0x9E3779B1u);
+    return (h ^ (h >> 10)) & (CACHE_SIZE - 1);
+}
+
+/* Fill an entry completely before releasing what it held: releasing a code object may run a
+ * weak reference callback, which may capture again. */
+static long
+kind_cached(PyObject *finder, PyCodeObject *code)
+{
+    kind_entry *entry = &KINDS[slot(finder, code, 0)];
+    if (entry->finder == finder && entry->code == (PyObject *)code)
+        return entry->kind;
+    long kind = kind_of(finder, code->co_filename);
+    if (kind == -1 && PyErr_Occurred())
+        return -1;
+    PyObject *old_finder = entry->finder, *old_code = entry->code;
+    entry->finder = Py_NewRef(finder);
+    entry->code = Py_NewRef((PyObject *)code);
+    entry->kind = kind;
+    Py_XDECREF(old_finder);
+    Py_XDECREF(old_code);
+    return kind;
+}
+
+static void
+remember_site(site_entry *entry, PyObject *finder, PyCodeObject *code, int lasti, PyObject *pair)
+{
+    PyObject *old_finder = entry->finder, *old_code = entry->code, *old_pair = entry->pair;
+    entry->finder = Py_NewRef(finder);
+    entry->code = Py_NewRef((PyObject *)code);
+    entry->pair = Py_NewRef(pair);
+    entry->lasti = lasti;
+    Py_XDECREF(old_finder);
+    Py_XDECREF(old_code);
+    Py_XDECREF(old_pair);
+}
+
+static PyObject *
+sp_forget(PyObject *module, PyObject *unused)
+{
+    for (size_t i = 0; i < CACHE_SIZE; i++) {
+        kind_entry kind = KINDS[i];
+        site_entry site = SITES[i];
+        KINDS[i] = (kind_entry){NULL, NULL, 0};
+        SITES[i] = (site_entry){NULL, NULL, NULL, 0};
+        Py_XDECREF(kind.finder);
+        Py_XDECREF(kind.code);
+        Py_XDECREF(site.finder);
+        Py_XDECREF(site.code);
+        Py_XDECREF(site.pair);
+    }
+    Py_RETURN_NONE;
+}
+
+/* The interned (site, stack) pair of a call point: finder._interned[(id(code), lasti)][0],
+ * or, the first time, finder._intern(frame object). NULL with an exception on failure. */
+static PyObject *
+site_of(PyObject *finder, PyCodeObject *code, int lasti, Py_ssize_t depth)
+{
+    site_entry *entry = &SITES[slot(finder, code, lasti)];
+    if (entry->finder == finder && entry->code == (PyObject *)code && entry->lasti == lasti)
+        return Py_NewRef(entry->pair);
+    PyObject *interned = PyObject_GetAttr(finder, S_interned);
+    if (interned == NULL)
+        return NULL;
+    PyObject *address = PyLong_FromVoidPtr(code);
+    PyObject *offset = PyLong_FromLong(lasti);
+    PyObject *key = (address && offset) ? PyTuple_Pack(2, address, offset) : NULL;
+    Py_XDECREF(address);
+    Py_XDECREF(offset);
+    PyObject *hit = key ? PyDict_GetItemWithError(interned, key) : NULL; /* borrowed */
+    Py_XDECREF(key);
+    PyObject *result = NULL;
+    if (hit != NULL && PyTuple_CheckExact(hit) && PyTuple_GET_SIZE(hit) == 2) {
+        result = Py_NewRef(PyTuple_GET_ITEM(hit, 0));
+        remember_site(entry, finder, code, lasti, result); /* only what the dict holds */
+    }
+    else if (key != NULL && !PyErr_Occurred()) {
+        /* first time at this call point: Python computes and interns the site */
+        PyObject *object = frame_object(depth);
+        result = object ? PyObject_CallMethodOneArg(finder, S_intern, object) : NULL;
+        Py_XDECREF(object);
+    }
+    Py_DECREF(interned);
+    return result;
 }
 
 /* CallSiteFinder.capture(0, skip, trusted) measured from the current Python frame, the caller
- * of the C function that calls this. Returns a new reference, or Py_NotImplemented (a new
- * reference) when Python must do the work. */
+ * of the C function that calls this. Returns a new reference, or NULL with an exception. */
 static PyObject *
 capture_from(PyObject *finder, Py_ssize_t skip, Py_ssize_t trusted)
 {
-    PyObject *kinds = NULL, *interned = NULL, *result = NULL;
+    PyObject *result = NULL;
     cursor_t frame = NULL;
-
-    kinds = PyObject_GetAttr(finder, S_skip);
-    if (kinds == NULL || !PyDict_CheckExact(kinds))
-        goto python;
     Py_ssize_t depth;
     for (;;) {
         int first = 1;
@@ -185,9 +297,9 @@ capture_from(PyObject *finder, Py_ssize_t skip, Py_ssize_t trusted)
             frame = cursor_out(depth);
         }
         while (frame != NULL) {
-            long kind = kind_of(finder, kinds, cursor_code(frame)->co_filename);
+            long kind = kind_cached(finder, cursor_code(frame));
             if (kind == -1 && PyErr_Occurred())
-                goto error;
+                goto done;
             if (kind == KIND_USER)
                 break;
             if (kind == KIND_LOOP) {
@@ -207,45 +319,12 @@ capture_from(PyObject *finder, Py_ssize_t skip, Py_ssize_t trusted)
         }
         break;
     }
-    if (frame == NULL) {
+    if (frame == NULL)
         result = Py_NewRef(UNKNOWN_PAIR);
-        goto done;
-    }
-    interned = PyObject_GetAttr(finder, S_interned);
-    if (interned == NULL)
-        goto error;
-    PyObject *address = PyLong_FromVoidPtr(cursor_code(frame));
-    PyObject *lasti = PyLong_FromLong(cursor_lasti(frame));
-    PyObject *key = (address && lasti) ? PyTuple_Pack(2, address, lasti) : NULL;
-    Py_XDECREF(address);
-    Py_XDECREF(lasti);
-    if (key == NULL)
-        goto error;
-    PyObject *hit = PyDict_GetItemWithError(interned, key); /* borrowed: (pair, code) */
-    Py_DECREF(key);
-    if (hit != NULL && PyTuple_CheckExact(hit) && PyTuple_GET_SIZE(hit) == 2) {
-        result = Py_NewRef(PyTuple_GET_ITEM(hit, 0));
-    }
-    else if (PyErr_Occurred()) {
-        goto error;
-    }
-    else { /* first time at this call point: Python computes and interns the site */
-        PyObject *object = frame_object(depth);
-        result = object ? PyObject_CallMethodOneArg(finder, S_intern, object) : NULL;
-        Py_XDECREF(object);
-    }
-    goto done;
-python:
-    if (PyErr_Occurred())
-        goto error;
-    result = Py_NewRef(Py_NotImplemented);
-    goto done;
-error:
-    result = NULL;
+    else
+        result = site_of(finder, cursor_code(frame), cursor_lasti(frame), depth);
 done:
     cursor_release(frame);
-    Py_XDECREF(kinds);
-    Py_XDECREF(interned);
     return result;
 }
 
@@ -271,12 +350,8 @@ sp_capture(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         if (as_ssize(args[i], &numbers[i - 1]) < 0)
             return NULL;
     }
-    if (numbers[0] == 0) {
-        PyObject *result = capture_from(args[0], numbers[1], numbers[2]);
-        if (result != Py_NotImplemented)
-            return result;
-        Py_DECREF(result);
-    }
+    if (numbers[0] == 0)
+        return capture_from(args[0], numbers[1], numbers[2]);
     return PyObject_VectorcallMethod(S_capture_python, args, (size_t)nargs, NULL);
 }
 
@@ -373,37 +448,49 @@ task_name(void)
     return PyObject_CallMethodNoArgs(task, S_get_name);
 }
 
-/* checkout(tracker, pending, seq_counter, pool, key, connection=None, site=None)
+/* checkout(tracker, pending, seq_counter, finder, pool, key, connection=None, site=None)
  * -> LeaseRecord. The tracker binds its pending deque and sequence counter (containers it
- * never replaces) with functools.partial, saving two attribute lookups a call. */
+ * never replaces) and its CallSiteFinder with functools.partial, saving attribute lookups a
+ * call; finder is None when the finder's capture is Python's (a test's frame source). */
 static PyObject *
 sp_checkout(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs < 5 || nargs > 7) {
+    if (nargs < 6 || nargs > 8) {
         PyErr_SetString(PyExc_TypeError,
-                        "checkout(tracker, pending, seq, pool, key, connection, site)");
+                        "checkout(tracker, pending, seq, finder, pool, key, connection, site)");
         return NULL;
     }
-    PyObject *tracker = args[0], *pending = args[1], *seq = args[2], *pool = args[3],
-             *key = args[4];
-    PyObject *connection = nargs > 5 ? args[5] : Py_None;
-    PyObject *site = nargs > 6 ? Py_NewRef(args[6]) : Py_NewRef(Py_None);
+    PyObject *tracker = args[0], *pending = args[1], *seq = args[2], *finder = args[3],
+             *pool = args[4], *key = args[5];
+    PyObject *connection = nargs > 6 ? args[6] : Py_None;
+    PyObject *site = nargs > 7 ? Py_NewRef(args[7]) : Py_NewRef(Py_None);
     PyObject *fields[N_FIELDS] = {NULL};
     PyObject *leases = NULL, *record = NULL, *tuple = NULL;
 
     if (drain_if_pending(tracker, pending) < 0)
         goto fail;
     if (site == Py_None) {
-        /* finder.capture: the C one or, where a test replaced the frame source, Python's. */
         Py_DECREF(site);
-        PyObject *finder = PyObject_GetAttr(tracker, S_callsites);
-        PyObject *depth = finder ? PyObject_GetAttr(tracker, S_stack_depth) : NULL;
-        site = depth ? PyObject_VectorcallMethod(
-                           S_capture, (PyObject *[]){finder, depth, ZERO},
-                           3, NULL)
-                     : NULL;
-        Py_XDECREF(depth);
-        Py_XDECREF(finder);
+        PyObject *depth = PyObject_GetAttr(tracker, S_stack_depth);
+        if (depth == NULL)
+            goto fail;
+        long levels = PyLong_AsLong(depth);
+        if (levels == -1 && PyErr_Occurred()) {
+            Py_DECREF(depth);
+            goto fail;
+        }
+        if (finder != Py_None && levels == 0) {
+            site = capture_from(finder, 0, 0);
+        }
+        else {
+            /* tracker.callsites.capture(depth, 0): Python's, or the C one with a stack */
+            PyObject *own = PyObject_GetAttr(tracker, S_callsites);
+            site = own ? PyObject_VectorcallMethod(
+                             S_capture, (PyObject *[]){own, depth, ZERO}, 3, NULL)
+                       : NULL;
+            Py_XDECREF(own);
+        }
+        Py_DECREF(depth);
         if (site == NULL)
             goto fail;
     }
@@ -562,9 +649,11 @@ static PyMethodDef methods[] = {
     {"capture", (PyCFunction)(void (*)(void))sp_capture, METH_FASTCALL,
      "capture(finder, depth=0, skip=0, trusted=0): CallSiteFinder.capture."},
     {"checkout", (PyCFunction)(void (*)(void))sp_checkout, METH_FASTCALL,
-     "checkout(tracker, pending, seq, pool, key, connection=None, site=None)."},
+     "checkout(tracker, pending, seq, finder, pool, key, connection=None, site=None)."},
     {"checkin", (PyCFunction)(void (*)(void))sp_checkin, METH_FASTCALL,
      "checkin(tracker, pending, pool, key, how='returned')."},
+    {"forget", sp_forget, METH_NOARGS,
+     "Empty the call-site caches (the finder's kinds changed)."},
     {"configure", (PyCFunction)(void (*)(void))sp_configure, METH_FASTCALL,
      "Give the module the constants and types it shares with the Python code."},
     {NULL, NULL, 0, NULL},

@@ -7,12 +7,14 @@ def checkout(
     tracker: Any,
     pending: Any,
     seq: Any,
+    finder: Any,
     pool: Any,
     key: int,
     connection: Any = None,
     site: Any = None,
     /,
 ) -> Any: ...
+def forget() -> None: ...
 def checkin(tracker: Any, pending: Any, pool: Any, key: int, how: str = "returned", /) -> Any: ...
 def configure(
     task_pair: Any,

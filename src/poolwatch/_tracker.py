@@ -297,7 +297,10 @@ class Tracker:
         self.checkout: _Checkout = self._checkout
         self.checkin: _Checkin = self._checkin
         if speedups is not None:
-            self.checkout = partial(speedups.checkout, self, self._pending, self._seq_counter)
+            finder = self.callsites if self.callsites.native else None
+            self.checkout = partial(
+                speedups.checkout, self, self._pending, self._seq_counter, finder
+            )
             self.checkin = partial(speedups.checkin, self, self._pending)
 
     # -- pools -------------------------------------------------------------------------------
