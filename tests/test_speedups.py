@@ -31,6 +31,8 @@ def _python(tracker: Tracker) -> Tracker:
     """The same tracker class, switched to the Python hot path."""
     tracker.checkout = tracker._checkout
     tracker.checkin = tracker._checkin
+    tracker.checkout_of = tracker._checkout_of
+    tracker.checkin_of = tracker._checkin_of
     tracker.callsites.capture = tracker.callsites._capture
     return tracker
 
@@ -213,3 +215,29 @@ def test_library_modules_added_later_move_call_sites_on_both_paths() -> None:
         __file__,
         "test_library_modules_added_later_move_call_sites_on_both_paths",
     )
+
+
+@needs_c
+def test_checkout_of_and_checkin_of_find_the_pool_as_python_does() -> None:
+    """By library object: nothing for a pool not registered (or a dead one's reused id)."""
+    results = []
+    for tracker in (Tracker(), _python(Tracker())):
+        pool, stranger, conn = _Pool(), _Pool(), _Conn()
+        seen = [tracker.checkout_of(pool, conn), tracker.checkin_of(pool, conn)]
+        record = tracker.pool(pool, "test", "pool")
+        lease = tracker.checkout_of(pool, conn)
+        seen.append(lease is not None and (lease.pool, lease.key) == (record, id(conn)))
+        seen.append(tracker.checkout_of(stranger, conn))
+        tracker._pools[id(stranger)] = record  # as if stranger reused a dead pool's id
+        seen.append(tracker.checkout_of(stranger, conn))
+        seen.append(tracker.checkin_of(stranger, conn))
+        seen.append(tracker.checkin_of(pool, conn) is lease)
+        seen.append(tracker.checkin_of(pool, conn))
+        seen.append((record.checkouts, record.checkins, lease.state if lease else None))
+        seen.append(lease.callsite.function if lease else None)
+        results.append(seen)
+    assert results[0] == results[1]
+    assert results[0] == [
+        None, None, True, None, None, None, True, None, (1, 1, "returned"),
+        "test_checkout_of_and_checkin_of_find_the_pool_as_python_does",
+    ]  # fmt: skip

@@ -21,6 +21,7 @@
 
 #if POOLWATCH_SPEEDUPS
 #include <pythread.h>
+#include <structmember.h> /* T_OBJECT_EX, READONLY: what a __slots__ member is */
 
 #if PY_VERSION_HEX < 0x030C0000 /* 3.11: the interpreter's frame records (see cursor_t) */
 #define POOLWATCH_INTERNAL_FRAMES 1
@@ -45,9 +46,8 @@ static long KIND_USER = 0, KIND_LOOP = 2;
 
 static PyObject *S_skip, *S_interned, *S_kind, *S_intern, *S_drain, *S_callsites,
     *S_stack_depth, *S_asyncio_events, *S_get_running_loop, *S_asyncio_tasks, *S_current_tasks,
-    *S_get_name, *S_clock, *S_leases,
-    *S_checkout_count, *S_checkin_count, *S_end, *S_returned, *S_orphaned, *S_capture,
-    *S_capture_python, *ZERO;
+    *S_get_name, *S_clock, *S_end, *S_returned, *S_orphaned, *S_capture, *S_capture_python,
+    *ZERO;
 
 /* Index of the state and owner_ref fields in a LeaseRecord (see _tracker.py). */
 #define F_STATE 8
@@ -369,10 +369,46 @@ drain_if_pending(PyObject *tracker, PyObject *pending)
     return done == NULL ? -1 : 0;
 }
 
-static int
-advance(PyObject *owner, PyObject *name, PyObject **value)
+/* PoolRecord's slots, read at their offsets when the object is exactly a PoolRecord (what
+ * configure() was given); through getattr otherwise, or when a slot is empty (which raises). */
+enum { SLOT_LEASES, SLOT_CHECKOUT_COUNT, SLOT_CHECKIN_COUNT, SLOT_REF, N_SLOTS };
+static PyObject *POOL_RECORD;
+static PyObject *SLOT_NAMES[N_SLOTS];
+static Py_ssize_t SLOT_OFFSETS[N_SLOTS]; /* 0: unknown, use getattr */
+
+static PyObject *
+pool_slot(PyObject *pool, int which)
 {
-    PyObject *counter = PyObject_GetAttr(owner, name);
+    if ((PyObject *)Py_TYPE(pool) == POOL_RECORD && SLOT_OFFSETS[which]) {
+        PyObject *value = *(PyObject **)((char *)pool + SLOT_OFFSETS[which]);
+        if (value != NULL)
+            return Py_NewRef(value);
+    }
+    return PyObject_GetAttr(pool, SLOT_NAMES[which]);
+}
+
+static int
+find_slots(PyObject *type)
+{
+    for (int i = 0; i < N_SLOTS; i++) {
+        SLOT_OFFSETS[i] = 0;
+        PyObject *descr = PyObject_GetAttr(type, SLOT_NAMES[i]);
+        if (descr == NULL)
+            return -1;
+        if (Py_IS_TYPE(descr, &PyMemberDescr_Type)) {
+            PyMemberDef *member = ((PyMemberDescrObject *)descr)->d_member;
+            if (member->type == T_OBJECT_EX && !(member->flags & READONLY))
+                SLOT_OFFSETS[i] = member->offset;
+        }
+        Py_DECREF(descr);
+    }
+    return 0;
+}
+
+static int
+advance(PyObject *owner, int which, PyObject **value)
+{
+    PyObject *counter = pool_slot(owner, which);
     if (counter == NULL)
         return -1;
     PyObject *next = PyIter_Next(counter);
@@ -453,19 +489,12 @@ task_name(void)
  * never replaces) and its CallSiteFinder with functools.partial, saving attribute lookups a
  * call; finder is None when the finder's capture is Python's (a test's frame source). */
 static PyObject *
-sp_checkout(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+checkout_impl(PyObject *tracker, PyObject *pending, PyObject *seq, PyObject *finder,
+              PyObject *pool, PyObject *key, PyObject *connection, PyObject *site)
 {
-    if (nargs < 6 || nargs > 8) {
-        PyErr_SetString(PyExc_TypeError,
-                        "checkout(tracker, pending, seq, finder, pool, key, connection, site)");
-        return NULL;
-    }
-    PyObject *tracker = args[0], *pending = args[1], *seq = args[2], *finder = args[3],
-             *pool = args[4], *key = args[5];
-    PyObject *connection = nargs > 6 ? args[6] : Py_None;
-    PyObject *site = nargs > 7 ? Py_NewRef(args[7]) : Py_NewRef(Py_None);
+    Py_INCREF(site);
     PyObject *fields[N_FIELDS] = {NULL};
-    PyObject *leases = NULL, *record = NULL, *tuple = NULL;
+    PyObject *leases = NULL, *record = NULL;
 
     if (drain_if_pending(tracker, pending) < 0)
         goto fail;
@@ -525,19 +554,26 @@ sp_checkout(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     for (int i = 8; i < N_FIELDS; i++)
         fields[i] = Py_NewRef(Py_None);
-    tuple = PyTuple_New(N_FIELDS);
-    if (tuple == NULL)
+    /* An empty LeaseRecord given the fields as its item array, as list() would allocate it:
+     * calling the type costs five times this, filling it from a tuple twice. */
+    PyObject **items = PyMem_New(PyObject *, N_FIELDS);
+    if (items == NULL) {
+        PyErr_NoMemory();
         goto fail;
+    }
+    record = ((PyTypeObject *)LEASE_RECORD)->tp_alloc((PyTypeObject *)LEASE_RECORD, 0);
+    if (record == NULL) {
+        PyMem_Free(items);
+        goto fail;
+    }
     for (int i = 0; i < N_FIELDS; i++) {
-        PyTuple_SET_ITEM(tuple, i, fields[i]);
+        items[i] = fields[i];
         fields[i] = NULL;
     }
-    /* An empty LeaseRecord filled from the tuple: calling the type costs five times this. */
-    record = ((PyTypeObject *)LEASE_RECORD)->tp_alloc((PyTypeObject *)LEASE_RECORD, 0);
-    if (record == NULL || PyList_SetSlice(record, 0, 0, tuple) < 0)
-        goto fail;
-    Py_CLEAR(tuple);
-    leases = PyObject_GetAttr(pool, S_leases);
+    ((PyListObject *)record)->ob_item = items;
+    ((PyListObject *)record)->allocated = N_FIELDS;
+    Py_SET_SIZE(record, N_FIELDS);
+    leases = pool_slot(pool, SLOT_LEASES);
     if (leases == NULL || !PyDict_Check(leases)) {
         if (leases != NULL)
             PyErr_SetString(PyExc_TypeError, "poolwatch: pool.leases is not a dict");
@@ -547,7 +583,7 @@ sp_checkout(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (previous == NULL && PyErr_Occurred())
         goto fail;
     Py_XINCREF(previous);
-    if (PyDict_SetItem(leases, key, record) < 0 || advance(pool, S_checkout_count, NULL) < 0) {
+    if (PyDict_SetItem(leases, key, record) < 0 || advance(pool, SLOT_CHECKOUT_COUNT, NULL) < 0) {
         Py_XDECREF(previous);
         goto fail;
     }
@@ -566,24 +602,71 @@ sp_checkout(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 fail:
     for (int i = 0; i < N_FIELDS; i++)
         Py_XDECREF(fields[i]);
-    Py_XDECREF(tuple);
     Py_XDECREF(record);
     Py_XDECREF(leases);
     Py_XDECREF(site);
     return NULL;
 }
 
-/* checkin(tracker, pending, pool, key, how="returned") -> LeaseRecord or None */
 static PyObject *
-sp_checkin(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+sp_checkout(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs < 4 || nargs > 5) {
-        PyErr_SetString(PyExc_TypeError, "checkin(tracker, pending, pool, key, how)");
+    if (nargs < 6 || nargs > 8) {
+        PyErr_SetString(PyExc_TypeError,
+                        "checkout(tracker, pending, seq, finder, pool, key, connection, site)");
         return NULL;
     }
-    PyObject *tracker = args[0], *pending = args[1], *pool = args[2], *key = args[3];
-    PyObject *how = nargs > 4 ? args[4] : S_returned;
-    PyObject *leases = PyObject_GetAttr(pool, S_leases);
+    return checkout_impl(args[0], args[1], args[2], args[3], args[4], args[5],
+                         nargs > 6 ? args[6] : Py_None, nargs > 7 ? args[7] : Py_None);
+}
+
+/* The record of a registered library pool object: pools[id(obj)] if its ref() is obj, as a
+ * new reference; NULL without an exception when obj is not registered (yet). */
+static PyObject *
+registered(PyObject *pools, PyObject *obj)
+{
+    PyObject *id = PyLong_FromVoidPtr(obj);
+    if (id == NULL)
+        return NULL;
+    PyObject *record = PyDict_GetItemWithError(pools, id); /* borrowed */
+    Py_DECREF(id);
+    if (record == NULL)
+        return NULL;
+    PyObject *ref = pool_slot(record, SLOT_REF);
+    if (ref == NULL)
+        return NULL;
+    int same = PyWeakref_CheckRef(ref) && PyWeakref_GET_OBJECT(ref) == obj;
+    Py_DECREF(ref);
+    return same ? Py_NewRef(record) : NULL;
+}
+
+/* checkout_of(tracker, pending, seq, finder, pools, obj, connection) -> LeaseRecord, or None
+ * when the library pool object obj is not registered: Tracker.checkout_of. */
+static PyObject *
+sp_checkout_of(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 7) {
+        PyErr_SetString(PyExc_TypeError,
+                        "checkout_of(tracker, pending, seq, finder, pools, obj, connection)");
+        return NULL;
+    }
+    PyObject *record = registered(args[4], args[5]);
+    if (record == NULL)
+        return PyErr_Occurred() ? NULL : Py_NewRef(Py_None);
+    PyObject *key = PyLong_FromVoidPtr(args[6]);
+    PyObject *lease = key ? checkout_impl(args[0], args[1], args[2], args[3], record, key,
+                                          args[6], Py_None)
+                          : NULL;
+    Py_XDECREF(key);
+    Py_DECREF(record);
+    return lease;
+}
+
+/* checkin(tracker, pending, pool, key, how="returned") -> LeaseRecord or None */
+static PyObject *
+checkin_impl(PyObject *tracker, PyObject *pending, PyObject *pool, PyObject *key, PyObject *how)
+{
+    PyObject *leases = pool_slot(pool, SLOT_LEASES);
     if (leases == NULL)
         return NULL;
     if (!PyDict_Check(leases)) {
@@ -601,7 +684,7 @@ sp_checkin(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_INCREF(record);
     int failed = PyDict_DelItem(leases, key);
     Py_DECREF(leases);
-    if (failed < 0 || advance(pool, S_checkin_count, NULL) < 0) {
+    if (failed < 0 || advance(pool, SLOT_CHECKIN_COUNT, NULL) < 0) {
         Py_DECREF(record);
         return NULL;
     }
@@ -617,29 +700,69 @@ sp_checkin(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return record;
 }
 
+static PyObject *
+sp_checkin(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 4 || nargs > 5) {
+        PyErr_SetString(PyExc_TypeError, "checkin(tracker, pending, pool, key, how)");
+        return NULL;
+    }
+    return checkin_impl(args[0], args[1], args[2], args[3], nargs > 4 ? args[4] : S_returned);
+}
+
+/* checkin_of(tracker, pending, pools, obj, connection) -> LeaseRecord or None:
+ * Tracker.checkin_of. */
+static PyObject *
+sp_checkin_of(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "checkin_of(tracker, pending, pools, obj, connection)");
+        return NULL;
+    }
+    PyObject *record = registered(args[2], args[3]);
+    if (record == NULL)
+        return PyErr_Occurred() ? NULL : Py_NewRef(Py_None);
+    PyObject *key = PyLong_FromVoidPtr(args[4]);
+    PyObject *lease = key ? checkin_impl(args[0], args[1], record, key, S_returned) : NULL;
+    Py_XDECREF(key);
+    Py_DECREF(record);
+    return lease;
+}
+
 /* configure(task_pair, unknown_pair, lease_record, threads, current_thread, task_name,
- *           orphan_note, user_kind, loop_kind) */
+ *           orphan_note, user_kind, loop_kind, pool_record) */
 static PyObject *
 sp_configure(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 9) {
-        PyErr_SetString(PyExc_TypeError, "configure() takes 9 arguments");
+    if (nargs != 10) {
+        PyErr_SetString(PyExc_TypeError, "configure() takes 10 arguments");
         return NULL;
     }
-    if (!PyDict_Check(args[3])) {
-        PyErr_SetString(PyExc_TypeError, "configure(): threads must be a dict");
+    PyObject *lease_record = args[2], *pool_record = args[9];
+    /* checkout builds records by giving a list its item array: a plain list subclass only */
+    if (!PyType_Check(lease_record) ||
+        !PyType_IsSubtype((PyTypeObject *)lease_record, &PyList_Type) ||
+        ((PyTypeObject *)lease_record)->tp_basicsize != sizeof(PyListObject)) {
+        PyErr_SetString(PyExc_TypeError,
+                        "configure(): lease_record must be a list subclass without fields");
+        return NULL;
+    }
+    if (!PyDict_Check(args[3]) || !PyType_Check(pool_record)) {
+        PyErr_SetString(PyExc_TypeError,
+                        "configure(): threads must be a dict, pool_record a type");
         return NULL;
     }
     long user = PyLong_AsLong(args[7]), loop = PyLong_AsLong(args[8]);
-    if (PyErr_Occurred())
+    if (PyErr_Occurred() || find_slots(pool_record) < 0)
         return NULL;
     Py_XSETREF(TASK_PAIR, Py_NewRef(args[0]));
     Py_XSETREF(UNKNOWN_PAIR, Py_NewRef(args[1]));
-    Py_XSETREF(LEASE_RECORD, Py_NewRef(args[2]));
+    Py_XSETREF(LEASE_RECORD, Py_NewRef(lease_record));
     Py_XSETREF(THREADS, Py_NewRef(args[3]));
     Py_XSETREF(CURRENT_THREAD, Py_NewRef(args[4]));
     Py_XSETREF(TASK_NAME, Py_NewRef(args[5]));
     Py_XSETREF(ORPHAN_NOTE, Py_NewRef(args[6]));
+    Py_XSETREF(POOL_RECORD, Py_NewRef(pool_record));
     KIND_USER = user;
     KIND_LOOP = loop;
     Py_RETURN_NONE;
@@ -652,6 +775,10 @@ static PyMethodDef methods[] = {
      "checkout(tracker, pending, seq, finder, pool, key, connection=None, site=None)."},
     {"checkin", (PyCFunction)(void (*)(void))sp_checkin, METH_FASTCALL,
      "checkin(tracker, pending, pool, key, how='returned')."},
+    {"checkout_of", (PyCFunction)(void (*)(void))sp_checkout_of, METH_FASTCALL,
+     "checkout_of(tracker, pending, seq, finder, pools, obj, connection)."},
+    {"checkin_of", (PyCFunction)(void (*)(void))sp_checkin_of, METH_FASTCALL,
+     "checkin_of(tracker, pending, pools, obj, connection)."},
     {"forget", sp_forget, METH_NOARGS,
      "Empty the call-site caches (the finder's kinds changed)."},
     {"configure", (PyCFunction)(void (*)(void))sp_configure, METH_FASTCALL,
@@ -678,9 +805,10 @@ intern_names(void)
     NAME(S_current_tasks, "_current_tasks")
     NAME(S_get_name, "get_name")
     NAME(S_clock, "_clock")
-    NAME(S_leases, "leases")
-    NAME(S_checkout_count, "checkout_count")
-    NAME(S_checkin_count, "checkin_count")
+    NAME(SLOT_NAMES[SLOT_LEASES], "leases")
+    NAME(SLOT_NAMES[SLOT_CHECKOUT_COUNT], "checkout_count")
+    NAME(SLOT_NAMES[SLOT_CHECKIN_COUNT], "checkin_count")
+    NAME(SLOT_NAMES[SLOT_REF], "ref")
     NAME(S_end, "_end")
     NAME(S_returned, "returned")
     NAME(S_orphaned, "orphaned")

@@ -216,6 +216,7 @@ if speedups is not None:
         _ORPHAN_NOTE,
         _USER,
         _LOOP,
+        PoolRecord,
     )
 
 
@@ -285,8 +286,9 @@ class Tracker:
         self._events: deque[Event] = deque(maxlen=event_history)
         self._ended_leaks: deque[LeaseRecord] = deque(maxlen=leak_history)
         # What garbage-collector callbacks report, applied by the next tracker call (_drain):
-        # ("owner", record) an owner collected while leased, ("end", record, state, note) a
-        # lease ended from a finalizer, ("pool", key) a pool object collected.
+        # ("owner", record) an owner collected while leased, ("end", record, state, note,
+        # detach) a lease ended from a finalizer (detach: not yet taken out of its pool's
+        # leases), ("pool", key) a pool object collected.
         self._pending: deque[tuple[Any, ...]] = deque()
         # asyncio's _get_running_loop once asyncio is imported (checkouts then name the task).
         self._running_loop: Callable[[], Any] | None = None
@@ -296,12 +298,15 @@ class Tracker:
         # The hot path: the C twins of _checkout and _checkin where this build has them.
         self.checkout: _Checkout = self._checkout
         self.checkin: _Checkin = self._checkin
+        self.checkout_of: Callable[[Any, Any], LeaseRecord | None] = self._checkout_of
+        self.checkin_of: Callable[[Any, Any], LeaseRecord | None] = self._checkin_of
         if speedups is not None:
             finder = self.callsites if self.callsites.native else None
-            self.checkout = partial(
-                speedups.checkout, self, self._pending, self._seq_counter, finder
-            )
-            self.checkin = partial(speedups.checkin, self, self._pending)
+            pending, seq, pools = self._pending, self._seq_counter, self._pools
+            self.checkout = partial(speedups.checkout, self, pending, seq, finder)
+            self.checkin = partial(speedups.checkin, self, pending)
+            self.checkout_of = partial(speedups.checkout_of, self, pending, seq, finder, pools)
+            self.checkin_of = partial(speedups.checkin_of, self, pending, pools)
 
     # -- pools -------------------------------------------------------------------------------
 
@@ -430,6 +435,24 @@ class Tracker:
             self._drain()
         return record
 
+    def _checkout_of(self, obj: Any, connection: Any) -> LeaseRecord | None:
+        """``checkout_of``: ``checkout`` of ``connection`` (keyed by its id) from the library
+        pool object ``obj``; None, recording nothing, when ``obj`` is not registered yet.
+
+        For hooks that see the library's objects, not records: the pool lookup is part of the
+        hot path (in C where ``checkout`` is)."""
+        record = self._pools.get(id(obj))
+        if record is None or record.ref() is not obj:
+            return None
+        return self.checkout(record, id(connection), connection)
+
+    def _checkin_of(self, obj: Any, connection: Any) -> LeaseRecord | None:
+        """``checkin_of``: ``checkin`` of ``connection`` to the library pool object ``obj``."""
+        record = self._pools.get(id(obj))
+        if record is None or record.ref() is not obj:
+            return None
+        return self.checkin(record, id(connection))
+
     def checkin_record(self, record: LeaseRecord, how: str = "returned") -> bool:
         """Check in a known lease record (for libraries that return a connection as None)."""
         with self._lock:
@@ -534,9 +557,15 @@ class Tracker:
         """``end`` for garbage-collector callbacks: takes no lock; the next tracker call applies it.
 
         A library that returns a connection from a finalizer (SQLAlchemy's ``_finalize_fairy``)
-        may run it inside an allocation made while this thread holds the lock.
+        may run it inside an allocation made while this thread holds the lock. The lease leaves
+        its pool's leases at once, as a checkin would (one dict pop, atomic under the GIL), so
+        the checkin that the finalizer goes on to make finds nothing to count.
         """
-        self._pending.append(("end", record, state, note))
+        leases, key = record[_POOL].leases, record[_KEY]
+        current = leases.pop(key, None) if leases.get(key) is record else None
+        if current is not None and current is not record:  # leased again in between: not ours
+            leases.setdefault(key, current)
+        self._pending.append(("end", record, state, note, current is not record))
 
     def _end(self, record: LeaseRecord, state: str, note: str | None, detach: bool = True) -> bool:
         pool = record.pool
@@ -568,7 +597,7 @@ class Tracker:
             if item[0] == "owner":
                 self._owner_collected(item[1])
             elif item[0] == "end":
-                self._end(item[1], item[2], item[3])
+                self._end(item[1], item[2], item[3], detach=item[4])
             else:
                 self._pool_collected(item[1])
 

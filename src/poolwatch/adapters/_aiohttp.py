@@ -140,9 +140,8 @@ def _response_of(proto: Any) -> ResponseFacts | None:
 
 
 class _Finalizing(threading.local):
-    """How deep this thread is in aiohttp finalizers. A class default, not ``getattr(local,
-    name, 0)``: a thread-local's missing attribute raises and formats an AttributeError, which
-    cost more than the rest of the release hook on every request."""
+    """How deep this thread is in a connector's finalizer (a class default: a thread-local's
+    missing attribute would raise and format an AttributeError)."""
 
     finalizing = 0
 
@@ -172,11 +171,12 @@ class AiohttpAdapter(Adapter):
         base = connector.BaseConnector
         find_pool = tracker.find_pool
         capture = tracker.capture
-        checkout = tracker.checkout
-        checkin = tracker.checkin
+        checkout_of = tracker.checkout_of
+        checkin_of = tracker.checkin_of
         # Finalizers (ClientResponse/Connection/connector __del__) release connections, and the
         # collector may run them inside an allocation made while this very thread holds the
-        # tracker's lock: from there, leases are ended with the lock-free ``end_soon``.
+        # tracker's lock: from there, leases are ended with the lock-free ``end_soon``, which
+        # also takes the lease out at once, so the checkin the finalizer makes finds nothing.
         local = _Finalizing()
 
         def record_of(conn_pool: Any) -> PoolRecord:
@@ -199,16 +199,12 @@ class AiohttpAdapter(Adapter):
         original_connection_del = connector.Connection.__del__
         original_wait = getattr(base, "_wait_for_available_connection", None)
 
-        # The hooks run on every request: they read the pool map directly (a call saved each).
-        pools_get = tracker._pools.get
-
         def connection_init(self: Any, conn_pool: Any, key: Any, protocol: Any, loop: Any) -> None:
             original_connection_init(self, conn_pool, key, protocol, loop)
             try:
-                record = pools_get(id(conn_pool))
-                if record is None or record.ref() is not conn_pool:
-                    record = record_of(conn_pool)
-                checkout(record, id(protocol), protocol)
+                if checkout_of(conn_pool, protocol) is None:  # a connector seen the first time
+                    record_of(conn_pool)
+                    checkout_of(conn_pool, protocol)
             except Exception as exc:
                 tracker.internal_error("aiohttp.checkout", exc)
 
@@ -287,17 +283,9 @@ class AiohttpAdapter(Adapter):
 
         def _release_acquired(self: Any, key: Any, proto: Any) -> None:
             try:
-                record = pools_get(id(self))
-                # A lock-free look first: placeholders and connections handed out before
-                # instrument() have no lease. Inside a finalizer the lease was already ended
-                # (gc_returned, without the lock) by the hook below: nothing to check in.
-                if (
-                    record is not None
-                    and record.ref() is self
-                    and id(proto) in record.leases
-                    and not local.finalizing
-                ):
-                    checkin(record, id(proto))
+                # Nothing to check in for placeholders, connections handed out before
+                # instrument(), or one a finalizer is returning (gc_returned took it out).
+                checkin_of(self, proto)
             except Exception as exc:
                 tracker.internal_error("aiohttp.checkin", exc)
             original_release(self, key, proto)
@@ -327,34 +315,22 @@ class AiohttpAdapter(Adapter):
 
         # The finalizers run for every response and connection: exact signatures, no packing.
         def response_del(self: Any) -> None:
-            if getattr(self, "_closed", True):  # released normally: nothing to return
-                original_response_del(self)
-                return
-            local.finalizing += 1
-            try:
+            if not getattr(self, "_closed", True):  # dropped unreleased
                 try:
                     conn = self._connection
                     if conn is not None and conn.protocol is not None:
                         gc_returned(conn._connector, conn.protocol, "ClientResponse", self)
                 except Exception as exc:
                     tracker.internal_error("aiohttp.gc", exc)
-                original_response_del(self)
-            finally:
-                local.finalizing -= 1
+            original_response_del(self)
 
         def connection_del(self: Any) -> None:
-            if getattr(self, "_protocol", None) is None:  # released normally
-                original_connection_del(self)
-                return
-            local.finalizing += 1
-            try:
+            if getattr(self, "_protocol", None) is not None:  # dropped unreleased
                 try:
                     gc_returned(self._connector, self._protocol, "Connection")
                 except Exception as exc:
                     tracker.internal_error("aiohttp.gc", exc)
-                original_connection_del(self)
-            finally:
-                local.finalizing -= 1
+            original_connection_del(self)
 
         def connector_del(self: Any, *args: Any, **kwargs: Any) -> None:
             local.finalizing += 1
