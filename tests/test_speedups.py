@@ -241,3 +241,118 @@ def test_checkout_of_and_checkin_of_find_the_pool_as_python_does() -> None:
         None, None, True, None, None, None, True, None, (1, 1, "returned"),
         "test_checkout_of_and_checkin_of_find_the_pool_as_python_does",
     ]  # fmt: skip
+
+
+class _Library:
+    """A library class whose methods poolwatch replaces with hooks."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Any, Any]] = []
+        self._closed = False
+
+    def lease(self, pool: Any, key: Any, conn: Any) -> str:
+        self.calls.append(("lease", pool, conn))
+        if conn == "library fault":
+            raise LookupError("the library's own error")
+        return "leased"
+
+    def finalize(self) -> None:
+        self.calls.append(("finalize", None, None))
+
+
+def _hooked(mode: str, **spec: Any) -> tuple[Any, list[Any], Tracker]:
+    """A _Library subclass whose lease/finalize is hooked the way adapters hook methods."""
+    from poolwatch.adapters._base import hook
+
+    seen: list[Any] = []
+    tracker = Tracker()
+
+    class Hooked(_Library):
+        pass
+
+    def call(pool: Any, conn: Any) -> Any:
+        seen.append(("call", pool, conn))
+        if conn == "fault":
+            raise RuntimeError("poolwatch fault")
+        if conn == "interrupt":
+            raise KeyboardInterrupt
+        return None if conn == "unknown" else "lease record"
+
+    def miss(pool: Any, conn: Any) -> Any:
+        seen.append(("miss", pool, conn))
+        return "registered"
+
+    name = "finalize" if mode == "guard" else "lease"
+    original = getattr(_Library, name)
+
+    def slow(self: Any, *args: Any, **kwargs: Any) -> Any:
+        seen.append(("slow", args, tuple(kwargs)))
+        return original(self, *args, **kwargs)
+
+    if mode != "guard":
+        spec = {"call": call, "miss": miss, "first": 1, "second": 3, **spec}
+    setattr(Hooked, name, hook(original, slow, tracker, "test.where", mode, **spec))
+    library = Hooked()
+    library.calls = seen  # one record of what ran, in order
+    return library, seen, tracker
+
+
+@needs_c
+def test_c_hooks_call_around_the_library_method_and_keep_its_errors() -> None:
+    after, seen, _tracker = _hooked("after")
+    assert after.lease("pool", "key", "conn") == "leased"
+    assert seen == [("lease", "pool", "conn"), ("call", "pool", "conn")]
+    seen.clear()
+    assert after.lease("pool", "key", "unknown") == "leased"  # None: the pool is new
+    unknown = ("pool", "unknown")
+    assert seen == [("lease", *unknown), ("call", *unknown), ("miss", *unknown)]
+    seen.clear()
+    with pytest.raises(LookupError, match="the library's own error"):
+        after.lease("pool", "key", "library fault")
+    assert seen == [("lease", "pool", "library fault")]  # nothing tracked after it failed
+
+    before, seen, _tracker = _hooked("before")
+    assert before.lease("pool", "key", "conn") == "leased"
+    assert seen == [("call", "pool", "conn"), ("lease", "pool", "conn")]
+
+
+@needs_c
+def test_c_hooks_count_their_own_faults_and_never_raise_them() -> None:
+    for mode in ("after", "before"):
+        library, _seen, tracker = _hooked(mode)
+        assert library.lease("pool", "key", "fault") == "leased"
+        assert tracker.internal_errors["test.where"] == 1
+        assert ("lease", "pool", "fault") in library.calls
+        with pytest.raises(KeyboardInterrupt):  # not an Exception: as `except Exception`
+            library.lease("pool", "key", "interrupt")
+
+
+@needs_c
+def test_c_hooks_hand_keyword_calls_and_guarded_cases_to_the_python_hook() -> None:
+    library, seen, _tracker = _hooked("after")
+    assert library.lease("pool", "key", conn="conn") == "leased"
+    assert seen == [("slow", ("pool", "key"), ("conn",)), ("lease", "pool", "conn")]
+
+    library, seen, _tracker = _hooked("guard", attr="_closed", value=True)
+    library.finalize()  # _closed is False: the Python hook decides
+    library._closed = True
+    library.finalize()
+    del library._closed
+    library.finalize()  # no such attribute: the Python hook again
+    finalized = ("finalize", None, None)
+    assert seen == [("slow", (), ()), finalized, finalized, ("slow", (), ()), finalized]
+
+
+@needs_c
+def test_a_c_hook_binds_like_the_function_it_replaces() -> None:
+    import inspect
+
+    library, _seen, _tracker = _hooked("after")
+    hooked = type(library).lease
+    assert hooked.__wrapped__ is _Library.lease
+    assert hooked.__name__ == "lease"
+    assert inspect.signature(hooked) == inspect.signature(_Library.lease)
+    bound = library.lease
+    assert bound.__self__ is library
+    assert bound("pool", "key", "conn") == "leased"
+    assert type(library).lease(library, "pool", "key", "conn") == "leased"

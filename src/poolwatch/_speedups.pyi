@@ -1,5 +1,9 @@
 from typing import Any
 
+AFTER: int
+BEFORE: int
+GUARD: int
+
 AVAILABLE: int
 
 def capture(finder: Any, depth: int = 0, skip: int = 0, trusted: int = 0, /) -> Any: ...
@@ -33,3 +37,22 @@ def configure(
     pool_record: type,
     /,
 ) -> None: ...
+
+class Hook:
+    def __init__(
+        self,
+        mode: int,
+        original: Any,
+        slow: Any,
+        error: Any,
+        where: str,
+        *,
+        call: Any = None,
+        miss: Any = None,
+        first: int = 0,
+        second: int = 1,
+        attr: str | None = None,
+        value: Any = None,
+    ) -> None: ...
+    def __call__(self, *args: Any, **kwargs: Any) -> Any: ...
+    def __get__(self, obj: Any, owner: Any = None) -> Any: ...

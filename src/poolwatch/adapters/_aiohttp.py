@@ -48,7 +48,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from .._models import ResponseFacts
-from ._base import Adapter, wraps
+from ._base import Adapter, hook, wraps
 
 if TYPE_CHECKING:
     from .._tracker import PoolRecord, PoolStats, Tracker
@@ -199,12 +199,18 @@ class AiohttpAdapter(Adapter):
         original_connection_del = connector.Connection.__del__
         original_wait = getattr(base, "_wait_for_available_connection", None)
 
+        # The four hooks below run on every request. Where this build has the C hot path, each
+        # is a C Hook (_base.hook) doing what the Python function does in its common case.
+        def checkout_first(conn_pool: Any, protocol: Any) -> Any:
+            """``checkout_of`` for a connector seen the first time: register it first."""
+            record_of(conn_pool)
+            return checkout_of(conn_pool, protocol)
+
         def connection_init(self: Any, conn_pool: Any, key: Any, protocol: Any, loop: Any) -> None:
             original_connection_init(self, conn_pool, key, protocol, loop)
             try:
-                if checkout_of(conn_pool, protocol) is None:  # a connector seen the first time
-                    record_of(conn_pool)
-                    checkout_of(conn_pool, protocol)
+                if checkout_of(conn_pool, protocol) is None:
+                    checkout_first(conn_pool, protocol)
             except Exception as exc:
                 tracker.internal_error("aiohttp.checkout", exc)
 
@@ -372,11 +378,34 @@ class AiohttpAdapter(Adapter):
         patch(
             connector.Connection,
             "__init__",
-            wraps(connection_init, original_connection_init),
+            hook(
+                original_connection_init,
+                connection_init,
+                tracker,
+                "aiohttp.checkout",
+                "after",
+                call=checkout_of,
+                miss=checkout_first,
+                first=1,
+                second=3,
+            ),
         )
         if original_wait is None:  # before _wait_for_available_connection, connect waited
             patch(base, "connect", wraps(_connect_waiting, original_connect))
-        patch(base, "_release_acquired", wraps(_release_acquired, original_release))
+        patch(
+            base,
+            "_release_acquired",
+            hook(
+                original_release,
+                _release_acquired,
+                tracker,
+                "aiohttp.checkin",
+                "before",
+                call=checkin_of,
+                first=0,
+                second=2,
+            ),
+        )
         patch(base, "_close", wraps(_close, original_close))
         patch(base, "__del__", wraps(connector_del, original_connector_del))
         if original_wait is not None:
@@ -390,6 +419,26 @@ class AiohttpAdapter(Adapter):
         patch(
             client_reqrep.ClientResponse,
             "__del__",
-            wraps(response_del, original_response_del),
+            hook(
+                original_response_del,
+                response_del,
+                tracker,
+                "aiohttp.gc",
+                "guard",
+                attr="_closed",
+                value=True,
+            ),
         )
-        patch(connector.Connection, "__del__", wraps(connection_del, original_connection_del))
+        patch(
+            connector.Connection,
+            "__del__",
+            hook(
+                original_connection_del,
+                connection_del,
+                tracker,
+                "aiohttp.gc",
+                "guard",
+                attr="_protocol",
+                value=None,
+            ),
+        )

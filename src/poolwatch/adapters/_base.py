@@ -9,11 +9,12 @@ import warnings
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from .._errors import PoolwatchWarning
+from .._native import speedups
 
 if TYPE_CHECKING:
     from .._tracker import Tracker
 
-__all__ = ["Adapter", "Patcher", "parse_version", "wraps"]
+__all__ = ["Adapter", "Patcher", "hook", "parse_version", "wraps"]
 
 _MISSING = object()
 
@@ -119,3 +120,20 @@ def wraps(wrapper: Any, wrapped: Any) -> Any:
     wrapper.__wrapped__ = wrapped
     wrapper.__poolwatch__ = True
     return wrapper
+
+
+def hook(original: Any, slow: Any, tracker: Tracker, where: str, mode: str, **spec: Any) -> Any:
+    """What to patch in for ``original``: the Python hook ``slow``, or, where this build has the
+    C hot path, a C ``Hook`` that does the common case itself and calls ``slow`` for the rest.
+
+    ``mode`` "after" / "before": ``spec["call"](args[first], args[second])`` after / before the
+    original (``miss`` the same way when it returns None); "guard": the original alone while
+    ``args[0].<attr> is <value>``. Errors in ``call``/``miss`` go to ``tracker.internal_error``
+    under ``where``. ``slow`` must do the same as the C hook, and does, on the Python path.
+    """
+    slow = wraps(slow, original)
+    if speedups is None:
+        return slow
+    kind = {"after": speedups.AFTER, "before": speedups.BEFORE, "guard": speedups.GUARD}[mode]
+    fast = speedups.Hook(kind, original, slow, tracker.internal_error, where, **spec)
+    return wraps(fast, original)
