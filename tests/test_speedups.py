@@ -20,7 +20,7 @@ import pytest
 
 from poolwatch import Tracker, _native
 from poolwatch._callsite import TASK_CALLSITE
-from poolwatch._models import UNKNOWN_CALLSITE
+from poolwatch._models import UNKNOWN_CALLSITE, ResponseFacts
 
 needs_c = pytest.mark.skipif(
     _native.speedups is None, reason="this run uses the pure-Python hot path"
@@ -356,3 +356,28 @@ def test_a_c_hook_binds_like_the_function_it_replaces() -> None:
     assert bound.__self__ is library
     assert bound("pool", "key", "conn") == "leased"
     assert type(library).lease(library, "pool", "key", "conn") == "leased"
+
+
+@needs_c
+def test_a_returned_record_is_refilled_only_when_nobody_else_holds_it() -> None:
+    tracker = Tracker()
+    pool, conn = _Pool(), _Conn()
+    record = tracker.pool(pool, "test", "pool")
+    kept = tracker.checkout(record, 1, conn)
+    tracker.attach_response(kept, ResponseFacts(status=403))
+    assert tracker.checkin(record, 1) is kept
+    before = list(kept)
+    second = tracker.checkout(record, 1, conn)
+    assert second is not kept
+    assert list(kept) == before
+
+    tracker.checkin(record, 1)
+    del second  # now only the pool's spare slot holds it
+    spare = id(record.spare)
+    third = tracker.checkout(record, 1, conn)
+    assert id(third) == spare
+    assert record.spare is None
+    assert (third.state, third.response, third.note, third.seq) == (None, None, None, 3)
+    assert third.connection is not None
+    assert third.connection() is conn
+    assert [x.seq for x in tracker.snapshot().leases] == [3]

@@ -371,7 +371,7 @@ drain_if_pending(PyObject *tracker, PyObject *pending)
 
 /* PoolRecord's slots, read at their offsets when the object is exactly a PoolRecord (what
  * configure() was given); through getattr otherwise, or when a slot is empty (which raises). */
-enum { SLOT_LEASES, SLOT_CHECKOUT_COUNT, SLOT_CHECKIN_COUNT, SLOT_REF, N_SLOTS };
+enum { SLOT_LEASES, SLOT_CHECKOUT_COUNT, SLOT_CHECKIN_COUNT, SLOT_REF, SLOT_SPARE, N_SLOTS };
 static PyObject *POOL_RECORD;
 static PyObject *SLOT_NAMES[N_SLOTS];
 static Py_ssize_t SLOT_OFFSETS[N_SLOTS]; /* 0: unknown, use getattr */
@@ -385,6 +385,20 @@ pool_slot(PyObject *pool, int which)
             return Py_NewRef(value);
     }
     return PyObject_GetAttr(pool, SLOT_NAMES[which]);
+}
+
+/* Set a PoolRecord slot (a new reference to value is taken); -1 with an exception on failure. */
+static int
+pool_slot_set(PyObject *pool, int which, PyObject *value)
+{
+    if ((PyObject *)Py_TYPE(pool) == POOL_RECORD && SLOT_OFFSETS[which]) {
+        PyObject **slot = (PyObject **)((char *)pool + SLOT_OFFSETS[which]);
+        PyObject *old = *slot;
+        *slot = Py_NewRef(value);
+        Py_XDECREF(old);
+        return 0;
+    }
+    return PyObject_SetAttr(pool, SLOT_NAMES[which], value);
 }
 
 static int
@@ -523,10 +537,29 @@ checkout_impl(PyObject *tracker, PyObject *pending, PyObject *seq, PyObject *fin
         if (site == NULL)
             goto fail;
     }
+    /* The record checked in last in this pool, if nothing but the pool holds it any more:
+     * refilled, it spares an allocation and, for a keep-alive connection leased again, its
+     * weak reference. Nobody can see the reuse: no one else has the object. */
+    record = pool_slot(pool, SLOT_SPARE);
+    if (record == NULL)
+        goto fail;
+    if (record != Py_None && Py_REFCNT(record) == 2 &&
+        (PyObject *)Py_TYPE(record) == LEASE_RECORD && PyList_GET_SIZE(record) == N_FIELDS) {
+        if (pool_slot_set(pool, SLOT_SPARE, Py_None) < 0)
+            goto fail;
+    }
+    else {
+        Py_CLEAR(record);
+    }
     fields[0] = Py_NewRef(pool);
     fields[1] = Py_NewRef(key);
+    PyObject *kept = record ? PyList_GET_ITEM(record, 2) : NULL;
     if (connection == Py_None) {
         fields[2] = Py_NewRef(Py_None);
+    }
+    else if (kept != NULL && PyWeakref_CheckRefExact(kept) &&
+             PyWeakref_GET_OBJECT(kept) == connection) {
+        fields[2] = Py_NewRef(kept);
     }
     else {
         fields[2] = PyWeakref_NewRef(connection, NULL);
@@ -554,6 +587,15 @@ checkout_impl(PyObject *tracker, PyObject *pending, PyObject *seq, PyObject *fin
     }
     for (int i = 8; i < N_FIELDS; i++)
         fields[i] = Py_NewRef(Py_None);
+    if (record != NULL) {
+        for (int i = 0; i < N_FIELDS; i++) {
+            PyObject *old = PyList_GET_ITEM(record, i);
+            PyList_SET_ITEM(record, i, fields[i]);
+            fields[i] = NULL;
+            Py_DECREF(old);
+        }
+        goto filled;
+    }
     /* An empty LeaseRecord given the fields as its item array, as list() would allocate it:
      * calling the type costs five times this, filling it from a tuple twice. */
     PyObject **items = PyMem_New(PyObject *, N_FIELDS);
@@ -573,6 +615,7 @@ checkout_impl(PyObject *tracker, PyObject *pending, PyObject *seq, PyObject *fin
     ((PyListObject *)record)->ob_item = items;
     ((PyListObject *)record)->allocated = N_FIELDS;
     Py_SET_SIZE(record, N_FIELDS);
+filled:
     leases = pool_slot(pool, SLOT_LEASES);
     if (leases == NULL || !PyDict_Check(leases)) {
         if (leases != NULL)
@@ -622,9 +665,23 @@ sp_checkout(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 
 /* The record of a registered library pool object: pools[id(obj)] if its ref() is obj, as a
  * new reference; NULL without an exception when obj is not registered (yet). */
+static PyObject *LAST_POOLS, *LAST_OBJECT, *LAST_RECORD; /* registered()'s last answer */
+
 static PyObject *
 registered(PyObject *pools, PyObject *obj)
 {
+    /* The same pool as last time (a request loop): its record, if its weak reference still
+     * names obj. LAST_OBJECT is only compared, never dereferenced: a dead pool's record has a
+     * dead reference, so an object that reused its address falls through to the dict. */
+    if (obj == LAST_OBJECT && pools == LAST_POOLS) {
+        PyObject *ref = pool_slot(LAST_RECORD, SLOT_REF);
+        if (ref == NULL)
+            return NULL;
+        int same = PyWeakref_CheckRef(ref) && PyWeakref_GET_OBJECT(ref) == obj;
+        Py_DECREF(ref);
+        if (same)
+            return Py_NewRef(LAST_RECORD);
+    }
     PyObject *id = PyLong_FromVoidPtr(obj);
     if (id == NULL)
         return NULL;
@@ -637,7 +694,15 @@ registered(PyObject *pools, PyObject *obj)
         return NULL;
     int same = PyWeakref_CheckRef(ref) && PyWeakref_GET_OBJECT(ref) == obj;
     Py_DECREF(ref);
-    return same ? Py_NewRef(record) : NULL;
+    if (!same)
+        return NULL;
+    PyObject *old_pools = LAST_POOLS, *old_record = LAST_RECORD;
+    LAST_POOLS = Py_NewRef(pools);
+    LAST_RECORD = Py_NewRef(record);
+    LAST_OBJECT = obj;
+    Py_XDECREF(old_pools);
+    Py_XDECREF(old_record);
+    return Py_NewRef(record);
 }
 
 /* checkout_of(tracker, pending, seq, finder, pools, obj, connection) -> LeaseRecord, or None
@@ -692,6 +757,10 @@ checkin_impl(PyObject *tracker, PyObject *pending, PyObject *pool, PyObject *key
         /* Its owner's weak reference goes with it: no callback for an owner collected later. */
         PyList_SetItem(record, F_STATE, Py_NewRef(how));
         PyList_SetItem(record, F_OWNER_REF, Py_NewRef(Py_None));
+        /* the pool's spare: the next checkout refills it if no one else kept it */
+        if ((PyObject *)Py_TYPE(record) == LEASE_RECORD &&
+            (PyObject *)Py_TYPE(pool) == POOL_RECORD && SLOT_OFFSETS[SLOT_SPARE])
+            pool_slot_set(pool, SLOT_SPARE, record);
     }
     if (drain_if_pending(tracker, pending) < 0) {
         Py_DECREF(record);
@@ -776,21 +845,23 @@ sp_configure(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
  * C and hands every other case to the Python hook (`slow`), which stays the reference and what
  * pure-Python installs use:
  *
- *   AFTER   original(*args), then call(args[first], args[second]);
- *   BEFORE  call(args[first], args[second]), then original(*args);
+ *   AFTER   original(*args), then call(*bound, args[first], args[second]);
+ *   BEFORE  call(*bound, args[first], args[second]), then original(*args);
  *   GUARD   original(*args) when args[0].<attr> is value, else slow(*args).
  *
- * `call` is a tracker method (checkout_of, checkin_of); when it returns None (a pool not seen
- * yet), `miss` is called the same way. Keyword arguments, too few arguments, or a missing
+ * `call` is a tracker method (checkout_of, checkin_of: the C function and the arguments its
+ * partial binds); when it returns None (a pool not seen yet), `miss(a, b)` is called. Keyword arguments, too few arguments, or a missing
  * attribute go to `slow`. An Exception from `call`/`miss` is passed to error(where, exc) and
  * never reaches the library's caller; the library's own exceptions pass through unchanged.
  * Bound like a function: the type is a method descriptor, so `obj.method(...)` calls it with
  * obj first and no bound-method object. It has a __dict__ for the attributes wraps() sets. */
 enum { HOOK_AFTER, HOOK_BEFORE, HOOK_GUARD };
 
+#define HOOK_MAX_BOUND 8
+
 typedef struct {
     PyObject_HEAD
-    PyObject *original, *slow, *call, *miss, *attr, *value, *error, *where, *dict;
+    PyObject *original, *slow, *call, *bound, *miss, *attr, *value, *error, *where, *dict;
     int mode;
     Py_ssize_t first, second;
     vectorcallfunc vectorcall;
@@ -822,11 +893,17 @@ hook_report(HookObject *hook)
 static int
 hook_track(HookObject *hook, PyObject *const *args)
 {
-    PyObject *pair[2] = {args[hook->first], args[hook->second]};
-    PyObject *result = PyObject_Vectorcall(hook->call, pair, 2, NULL);
+    /* call(*bound, a, b), its bound arguments laid out here (a partial would allocate) */
+    PyObject *stack[HOOK_MAX_BOUND + 2];
+    Py_ssize_t n = PyTuple_GET_SIZE(hook->bound);
+    for (Py_ssize_t i = 0; i < n; i++)
+        stack[i] = PyTuple_GET_ITEM(hook->bound, i);
+    stack[n] = args[hook->first];
+    stack[n + 1] = args[hook->second];
+    PyObject *result = PyObject_Vectorcall(hook->call, stack, n + 2, NULL);
     if (result == Py_None && hook->miss != Py_None) {
         Py_DECREF(result);
-        result = PyObject_Vectorcall(hook->miss, pair, 2, NULL);
+        result = PyObject_Vectorcall(hook->miss, stack + n, 2, NULL);
     }
     if (result == NULL)
         return hook_report(hook);
@@ -867,27 +944,39 @@ hook_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kw
 static PyObject *
 hook_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
-    static char *names[] = {"mode",  "original", "slow",  "error", "where", "call",
-                            "miss",  "first",    "second", "attr", "value", NULL};
+    static char *names[] = {"mode", "original", "slow",   "error", "where", "call",  "bound",
+                            "miss", "first",    "second", "attr",  "value", NULL};
     int mode;
     PyObject *original, *slow, *error, *where, *call = Py_None, *miss = Py_None;
-    PyObject *attr = Py_None, *value = Py_None;
+    PyObject *bound = NULL, *attr = Py_None, *value = Py_None;
     Py_ssize_t first = 0, second = 1;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "iOOOU|$OOnnOO:Hook", names, &mode,
-                                     &original, &slow, &error, &where, &call, &miss, &first,
-                                     &second, &attr, &value))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "iOOOU|$OO!OnnOO:Hook", names, &mode,
+                                     &original, &slow, &error, &where, &call, &PyTuple_Type,
+                                     &bound, &miss, &first, &second, &attr, &value))
         return NULL;
-    if (mode < HOOK_AFTER || mode > HOOK_GUARD || first < 0 || second < 0 ||
+    if (bound == NULL)
+        bound = PyTuple_New(0);
+    else
+        Py_INCREF(bound);
+    if (bound == NULL)
+        return NULL;
+    if (PyTuple_GET_SIZE(bound) > HOOK_MAX_BOUND || mode < HOOK_AFTER || mode > HOOK_GUARD ||
+        first < 0 || second < 0 ||
         (mode == HOOK_GUARD ? !PyUnicode_Check(attr) : !PyCallable_Check(call)) ||
         !PyCallable_Check(original) || !PyCallable_Check(slow) || !PyCallable_Check(error)) {
+        Py_DECREF(bound);
         PyErr_SetString(PyExc_ValueError,
-                        "Hook(mode, original, slow, error, where, *, call, miss, first, second, "
-                        "attr, value): a GUARD hook needs attr, the others a callable call");
+                        "Hook(mode, original, slow, error, where, *, call, bound, miss, first, "
+                        "second, attr, value): a GUARD hook needs attr, the others a callable "
+                        "call with at most 8 bound arguments");
         return NULL;
     }
     HookObject *hook = (HookObject *)type->tp_alloc(type, 0);
-    if (hook == NULL)
+    if (hook == NULL) {
+        Py_DECREF(bound);
         return NULL;
+    }
+    hook->bound = bound;
     hook->mode = mode;
     hook->original = Py_NewRef(original);
     hook->slow = Py_NewRef(slow);
@@ -909,6 +998,7 @@ hook_traverse(HookObject *hook, visitproc visit, void *arg)
     Py_VISIT(hook->original);
     Py_VISIT(hook->slow);
     Py_VISIT(hook->call);
+    Py_VISIT(hook->bound);
     Py_VISIT(hook->miss);
     Py_VISIT(hook->attr);
     Py_VISIT(hook->value);
@@ -924,6 +1014,7 @@ hook_clear(HookObject *hook)
     Py_CLEAR(hook->original);
     Py_CLEAR(hook->slow);
     Py_CLEAR(hook->call);
+    Py_CLEAR(hook->bound);
     Py_CLEAR(hook->miss);
     Py_CLEAR(hook->attr);
     Py_CLEAR(hook->value);
@@ -1016,6 +1107,7 @@ intern_names(void)
     NAME(SLOT_NAMES[SLOT_CHECKOUT_COUNT], "checkout_count")
     NAME(SLOT_NAMES[SLOT_CHECKIN_COUNT], "checkin_count")
     NAME(SLOT_NAMES[SLOT_REF], "ref")
+    NAME(SLOT_NAMES[SLOT_SPARE], "spare")
     NAME(S_end, "_end")
     NAME(S_returned, "returned")
     NAME(S_orphaned, "orphaned")

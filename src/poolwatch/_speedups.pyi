@@ -48,6 +48,7 @@ class Hook:
         where: str,
         *,
         call: Any = None,
+        bound: tuple[Any, ...] = (),
         miss: Any = None,
         first: int = 0,
         second: int = 1,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import importlib.util
 import re
@@ -135,5 +136,9 @@ def hook(original: Any, slow: Any, tracker: Tracker, where: str, mode: str, **sp
     if speedups is None:
         return slow
     kind = {"after": speedups.AFTER, "before": speedups.BEFORE, "guard": speedups.GUARD}[mode]
+    call = spec.get("call")
+    if isinstance(call, functools.partial) and not call.keywords:
+        # The hook lays the bound arguments out itself: a partial of 7 would allocate per call.
+        spec.update(call=call.func, bound=call.args)
     fast = speedups.Hook(kind, original, slow, tracker.internal_error, where, **spec)
     return wraps(fast, original)
