@@ -33,6 +33,8 @@ def _python(tracker: Tracker) -> Tracker:
     tracker.checkin = tracker._checkin
     tracker.checkout_of = tracker._checkout_of
     tracker.checkin_of = tracker._checkin_of
+    tracker.find_pool = tracker._find_pool
+    tracker.set_owner = tracker._set_owner
     tracker.callsites.capture = tracker.callsites._capture
     return tracker
 

@@ -177,3 +177,35 @@ def test_pool_collected_while_leased_ends_its_leases_as_closed() -> None:
     (leak,) = tracker.leaks_since(mark)
     assert leak.state == "closed"
     assert "garbage collected while leased" in (leak.note or "")
+
+
+def test_deferred_response_facts_are_computed_only_when_read() -> None:
+    """attach_response((function, *args)): nothing runs for a returned lease; a report reads it
+    once; a function that fails is counted and the lease reads as having no facts."""
+    from poolwatch._models import ResponseFacts
+
+    tracker = Tracker()
+    pool_obj, conn = _Owner(), _Owner()
+    pool = tracker.pool(pool_obj, "test", "p")
+    calls: list[int] = []
+
+    def facts(status: int) -> ResponseFacts:
+        calls.append(status)
+        if status == 500:
+            raise ValueError("unreadable headers")
+        return ResponseFacts(status=status)
+
+    returned = tracker.checkout(pool, 1, conn)
+    tracker.attach_response(returned, (facts, 200))
+    tracker.checkin(pool, 1)
+    kept = tracker.checkout(pool, 2, conn)
+    tracker.attach_response(kept, (facts, 403))
+    broken = tracker.checkout(pool, 3, conn)
+    tracker.attach_response(broken, (facts, 500))
+    assert calls == []
+    by_key = {lease.connection_id: lease for lease in tracker.snapshot().leases}
+    tracker.snapshot()
+    assert calls == [403, 500]
+    assert by_key[2].response == ResponseFacts(status=403)
+    assert by_key[3].response is None
+    assert tracker.internal_errors["test.response"] == 1

@@ -705,6 +705,18 @@ registered(PyObject *pools, PyObject *obj)
     return Py_NewRef(record);
 }
 
+/* find_pool(pools, obj) -> PoolRecord or None: Tracker.find_pool. */
+static PyObject *
+sp_find_pool(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "find_pool(pools, obj)");
+        return NULL;
+    }
+    PyObject *record = registered(args[0], args[1]);
+    return record != NULL || PyErr_Occurred() ? record : Py_NewRef(Py_None);
+}
+
 /* checkout_of(tracker, pending, seq, finder, pools, obj, connection) -> LeaseRecord, or None
  * when the library pool object obj is not registered: Tracker.checkout_of. */
 static PyObject *
@@ -834,6 +846,91 @@ sp_configure(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_XSETREF(POOL_RECORD, Py_NewRef(pool_record));
     KIND_USER = user;
     KIND_LOOP = loop;
+    Py_RETURN_NONE;
+}
+
+/* OwnerGone(pending, record): the callback of an owner's weak reference (set_owner), which
+ * queues ("owner", record) for the tracker, as Tracker._set_owner's closure does. */
+typedef struct {
+    PyObject_HEAD
+    PyObject *pending, *record;
+} OwnerGoneObject;
+
+static PyObject *S_owner, *S_append;
+
+static PyObject *
+owner_gone_call(PyObject *op, PyObject *args, PyObject *kwargs)
+{
+    OwnerGoneObject *self = (OwnerGoneObject *)op;
+    PyObject *item = PyTuple_Pack(2, S_owner, self->record);
+    if (item == NULL)
+        return NULL;
+    PyObject *done = PyObject_CallMethodOneArg(self->pending, S_append, item);
+    Py_DECREF(item);
+    return done;
+}
+
+static int
+owner_gone_traverse(OwnerGoneObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->pending);
+    Py_VISIT(self->record);
+    return 0;
+}
+
+static int
+owner_gone_clear(OwnerGoneObject *self)
+{
+    Py_CLEAR(self->pending);
+    Py_CLEAR(self->record);
+    return 0;
+}
+
+static void
+owner_gone_dealloc(OwnerGoneObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    owner_gone_clear(self);
+    PyObject_GC_Del(self);
+}
+
+static PyTypeObject OwnerGoneType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "poolwatch._speedups.OwnerGone",
+    .tp_basicsize = sizeof(OwnerGoneObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "Queues ('owner', record) when the owner of a lease is collected.",
+    .tp_call = owner_gone_call,
+    .tp_dealloc = (destructor)owner_gone_dealloc,
+    .tp_traverse = (traverseproc)owner_gone_traverse,
+    .tp_clear = (inquiry)owner_gone_clear,
+};
+
+/* set_owner(pending, record, owner): Tracker.set_owner. An owner that cannot be weakly
+ * referenced is not watched. */
+static PyObject *
+sp_set_owner(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3 || !PyList_Check(args[1]) || PyList_GET_SIZE(args[1]) != N_FIELDS) {
+        PyErr_SetString(PyExc_TypeError, "set_owner(pending, record, owner)");
+        return NULL;
+    }
+    OwnerGoneObject *callback = PyObject_GC_New(OwnerGoneObject, &OwnerGoneType);
+    if (callback == NULL)
+        return NULL;
+    callback->pending = Py_NewRef(args[0]);
+    callback->record = Py_NewRef(args[1]);
+    PyObject_GC_Track(callback);
+    PyObject *ref = PyWeakref_NewRef(args[2], (PyObject *)callback);
+    Py_DECREF(callback);
+    if (ref == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_TypeError))
+            return NULL;
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    PyObject *old = PyList_GET_ITEM(args[1], F_OWNER_REF);
+    PyList_SET_ITEM(args[1], F_OWNER_REF, ref);
+    Py_DECREF(old);
     Py_RETURN_NONE;
 }
 
@@ -1073,6 +1170,10 @@ static PyMethodDef methods[] = {
      "checkout(tracker, pending, seq, finder, pool, key, connection=None, site=None)."},
     {"checkin", (PyCFunction)(void (*)(void))sp_checkin, METH_FASTCALL,
      "checkin(tracker, pending, pool, key, how='returned')."},
+    {"set_owner", (PyCFunction)(void (*)(void))sp_set_owner, METH_FASTCALL,
+     "set_owner(pending, record, owner): Tracker.set_owner."},
+    {"find_pool", (PyCFunction)(void (*)(void))sp_find_pool, METH_FASTCALL,
+     "find_pool(pools, obj): the registered record of a library pool object, or None."},
     {"checkout_of", (PyCFunction)(void (*)(void))sp_checkout_of, METH_FASTCALL,
      "checkout_of(tracker, pending, seq, finder, pools, obj, connection)."},
     {"checkin_of", (PyCFunction)(void (*)(void))sp_checkin_of, METH_FASTCALL,
@@ -1108,6 +1209,8 @@ intern_names(void)
     NAME(SLOT_NAMES[SLOT_CHECKIN_COUNT], "checkin_count")
     NAME(SLOT_NAMES[SLOT_REF], "ref")
     NAME(SLOT_NAMES[SLOT_SPARE], "spare")
+    NAME(S_owner, "owner")
+    NAME(S_append, "append")
     NAME(S_end, "_end")
     NAME(S_returned, "returned")
     NAME(S_orphaned, "orphaned")
@@ -1137,7 +1240,7 @@ PyInit__speedups(void)
     if (module == NULL)
         return NULL;
 #if POOLWATCH_SPEEDUPS
-    if (intern_names() < 0 || PyType_Ready(&HookType) < 0 ||
+    if (intern_names() < 0 || PyType_Ready(&HookType) < 0 || PyType_Ready(&OwnerGoneType) < 0 ||
         PyModule_AddObjectRef(module, "Hook", (PyObject *)&HookType) < 0 ||
         PyModule_AddIntConstant(module, "AFTER", HOOK_AFTER) < 0 ||
         PyModule_AddIntConstant(module, "BEFORE", HOOK_BEFORE) < 0 ||

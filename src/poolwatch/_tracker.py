@@ -180,7 +180,16 @@ class LeaseRecord(list[Any]):
     seq: int = property(itemgetter(_SEQ))  # type: ignore[assignment]
     #: None while leased; then "returned", "lost", "closed", "orphaned" ...
     state: str | None = property(itemgetter(_STATE))  # type: ignore[assignment]
-    response: ResponseFacts | None = property(itemgetter(_RESPONSE))  # type: ignore[assignment]
+
+    @property
+    def response(self) -> ResponseFacts | None:
+        """The response's facts; an adapter may attach them as ``(function, *arguments)``,
+        computed here on first read (most leases end before anyone reads them)."""
+        facts = self[_RESPONSE]
+        if type(facts) is tuple:
+            facts = self[_RESPONSE] = facts[0](*facts[1:])
+        return facts  # type: ignore[no-any-return]
+
     note: str | None = property(itemgetter(_NOTE))  # type: ignore[assignment]
     owner_ref: weakref.ref[Any] | None = property(itemgetter(_OWNER_REF))  # type: ignore[assignment]
 
@@ -304,7 +313,11 @@ class Tracker:
         self.checkin: _Checkin = self._checkin
         self.checkout_of: Callable[[Any, Any], LeaseRecord | None] = self._checkout_of
         self.checkin_of: Callable[[Any, Any], LeaseRecord | None] = self._checkin_of
+        self.find_pool: Callable[[Any], PoolRecord | None] = self._find_pool
+        self.set_owner: Callable[[LeaseRecord, Any], None] = self._set_owner
         if speedups is not None:
+            self.find_pool = partial(speedups.find_pool, self._pools)
+            self.set_owner = partial(speedups.set_owner, self._pending)
             finder = self.callsites if self.callsites.native else None
             pending, seq, pools = self._pending, self._seq_counter, self._pools
             self.checkout = partial(speedups.checkout, self, pending, seq, finder)
@@ -352,8 +365,9 @@ class Tracker:
             self._pools[key] = record
         return record
 
-    def find_pool(self, obj: Any) -> PoolRecord | None:
-        """The record of an already registered pool object, without registering it."""
+    def _find_pool(self, obj: Any) -> PoolRecord | None:
+        """``find_pool``: the record of an already registered pool object, without
+        registering it (C where the hot path is: adapters call it on every request)."""
         record = self._pools.get(id(obj))
         return record if record is not None and record.ref() is obj else None
 
@@ -493,8 +507,9 @@ class Tracker:
         """The live lease of connection ``key`` in ``pool``, if any."""
         return pool.leases.get(key)
 
-    def set_owner(self, record: LeaseRecord, owner: Any) -> None:
-        """Watch ``owner`` (a response, a connection wrapper): collected while leased = leak."""
+    def _set_owner(self, record: LeaseRecord, owner: Any) -> None:
+        """``set_owner``: watch ``owner`` (a response, a connection wrapper): collected while
+        leased = leak (C where the hot path is: adapters call it on every request)."""
         pending = self._pending
 
         def _on_collected(_ref: Any, record: LeaseRecord = record) -> None:
@@ -505,8 +520,9 @@ class Tracker:
         except TypeError:
             pass
 
-    def attach_response(self, record: LeaseRecord, facts: ResponseFacts) -> None:
-        """Attach what the response looked like to the lease that carried it."""
+    def attach_response(self, record: LeaseRecord, facts: ResponseFacts | tuple[Any, ...]) -> None:
+        """Attach what the response looked like to the lease that carried it: its facts, or
+        ``(function, *arguments)`` returning them, called only if the lease is ever read."""
         record[_RESPONSE] = facts
 
     # -- waiting and exhaustion --------------------------------------------------------------
@@ -776,18 +792,23 @@ class Tracker:
         now = self._clock() if now is None else now
         socket_info = None
         conn = record.connection() if record.connection is not None else None
+        try:
+            response = record.response
+        except Exception as exc:  # the adapter's deferred facts failed: no facts, counted
+            record[_RESPONSE] = response = None
+            self.internal_error(f"{record.pool.kind}.response", exc)
         # Read only while the connection still carries this lease's response: live, or just
         # ended as a leak (not orphaned: then it carries the next lease's).
         if (
-            record.response is None
+            response is None
             and conn is not None
             and record.pool.response_of is not None
             and (record.state is None or record.state in LEAK_STATES)
         ):
             try:
-                facts = record.pool.response_of(conn)
-                if facts is not None:
-                    record[_RESPONSE] = facts  # kept: the response may be gone at the next look
+                response = record.pool.response_of(conn)
+                if response is not None:
+                    record[_RESPONSE] = response  # kept: it may be gone at the next look
             except Exception as exc:
                 self.internal_error(f"{record.pool.kind}.response_of", exc)
         if sockets and conn is not None and record.pool.socket_of is not None:
@@ -809,7 +830,7 @@ class Tracker:
             thread_id=record.thread.ident or 0,
             thread_name=record.thread.name,
             task_name=record.task_name,
-            response=record.response,
+            response=response,
             state=record.state or "leased",
             socket=socket_info,
             note=record.note,

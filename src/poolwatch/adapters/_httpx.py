@@ -271,7 +271,8 @@ class Hooks:
             return
         tracker = self.tracker
         try:
-            tracker.attach_response(lease, response_facts(response.status, response.headers))
+            # Computed only if the lease is ever read: most are returned first.
+            tracker.attach_response(lease, (response_facts, response.status, response.headers))
             tracker.set_owner(lease, response.stream)
         except Exception as exc:
             tracker.internal_error("httpx.response", exc)
@@ -308,13 +309,10 @@ class Hooks:
 
     def closing(self, stream: Any) -> None:
         """A response stream closes: its request leaves the pool."""
-        tracker = self.tracker
         try:
-            record = tracker.find_pool(stream._pool)
-            if record is not None:
-                tracker.checkin(record, id(stream._pool_request))
+            self.tracker.checkin_of(stream._pool, stream._pool_request)
         except Exception as exc:
-            tracker.internal_error("httpx.checkin", exc)
+            self.tracker.internal_error("httpx.checkin", exc)
 
     def pool_closing(self, pool: Any) -> None:
         """The pool closes: responses still open were never closed by the code that took them.
