@@ -6,7 +6,7 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 
-__all__ = ["alternate", "print_table", "time_calls"]
+__all__ = ["Timings", "alternate", "print_table", "time_calls"]
 
 
 def time_calls(fn: Callable[[], object], n: int) -> float:
@@ -17,6 +17,24 @@ def time_calls(fn: Callable[[], object], n: int) -> float:
     return (time.perf_counter() - start) / n
 
 
+class Timings(dict[str, float]):
+    """Median seconds per call of each variant, with the samples of every round kept."""
+
+    def __init__(self, samples: dict[str, list[float]]) -> None:
+        super().__init__({name: statistics.median(values) for name, values in samples.items()})
+        self.samples = samples
+
+    def ratio(self, name: str, baseline: str) -> float:
+        """The median over rounds of ``name`` / ``baseline`` timed in the same round.
+
+        Each round runs the variants back to back, so a slow spell of the machine (another
+        process, a frequency change) that lasts a round weighs on both sides of its ratio,
+        where the ratio of two medians would compare the variants across different spells.
+        """
+        pairs = zip(self.samples[name], self.samples[baseline], strict=True)
+        return statistics.median(value / base for value, base in pairs)
+
+
 def alternate(
     variants: dict[str, Callable[[], object]],
     *,
@@ -24,12 +42,13 @@ def alternate(
     rounds: int = 7,
     setup: dict[str, Callable[[], object]] | None = None,
     teardown: dict[str, Callable[[], object]] | None = None,
-) -> dict[str, float]:
+) -> Timings:
     """Median seconds per call of each variant, run in turn ``rounds`` times (ABAB...).
 
     Alternating in one process cancels most drift (CPU frequency, other load) that two
-    separate runs would bake into the ratio. ``setup``/``teardown`` run around each variant's
-    turn (e.g. instrument / uninstrument), outside the timing.
+    separate runs would bake into the ratio; ``Timings.ratio`` pairs the rounds to cancel
+    more. ``setup``/``teardown`` run around each variant's turn (e.g. instrument /
+    uninstrument), outside the timing.
     """
     samples: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(rounds):
@@ -40,7 +59,7 @@ def alternate(
             samples[name].append(time_calls(fn, calls))
             if teardown and name in teardown:
                 teardown[name]()
-    return {name: statistics.median(values) for name, values in samples.items()}
+    return Timings(samples)
 
 
 def print_table(
@@ -50,13 +69,20 @@ def print_table(
     unit: str = "us",
     scale: float = 1e6,
     limit: float | None = None,
+    ratios: dict[str, float] | None = None,
 ) -> None:
-    """One table: each row's time and its ratio to ``baseline``; marks rows over ``limit``."""
+    """One table: each row's time and its ratio to ``baseline``; marks rows over ``limit``.
+
+    ``ratios`` (by row name) replaces the ratio of the row's value to the baseline's, e.g.
+    with ``Timings.ratio``'s paired rounds.
+    """
     base = dict(rows)[baseline]
     print(f"\n{title}")
     print(f"  {'variant':<44} {unit:>10} {'ratio':>8}")
     for name, value in rows:
         ratio = value / base if base else float("nan")
+        if ratios is not None and name in ratios:
+            ratio = ratios[name]
         flag = ""
         if limit is not None and name != baseline:
             flag = "  ok" if ratio <= limit else f"  OVER {limit}"

@@ -19,7 +19,6 @@ machine wall time also carries the server's scheduling, CPU time only what the c
 from __future__ import annotations
 
 import asyncio
-import statistics
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -31,11 +30,11 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 
 import poolwatch
 
-from ._common import alternate, print_table
+from ._common import Timings, alternate, print_table
 
 REQUESTS_PER_CALL = 200
 CALLS = 5
-ROUNDS = 9
+ROUNDS = 15
 
 
 class _DropExporter(SpanExporter):
@@ -112,19 +111,28 @@ def main() -> None:
     }
     try:
         result = alternate(variants, calls=CALLS, rounds=ROUNDS, setup=setup, teardown=teardown)
-        cpu_median = {name: statistics.median(values) for name, values in cpu.items()}
-        for what, figures in (("wall time", result), ("client CPU time", cpu_median)):
+        # CPU samples: one per batch, the same sequence for every variant (each round: a
+        # warm-up batch, then CALLS timed ones); pair them like the rounds, warm-ups left out.
+        timed = {
+            name: [v for i, v in enumerate(values) if i % (CALLS + 1)]
+            for name, values in cpu.items()
+        }
+        cpu_result = Timings(timed)
+        rows = {
+            "plain": "aiohttp plain",
+            "poolwatch": "aiohttp + poolwatch (call sites on)",
+            "otel": "aiohttp + OpenTelemetry aiohttp-client",
+        }
+        for what, figures in (("wall time", result), ("client CPU time", cpu_result)):
             per_request = {name: value / REQUESTS_PER_CALL for name, value in figures.items()}
             print_table(
                 f"aiohttp: keep-alive GET loop on 127.0.0.1, {what} per request (median of "
-                f"{ROUNDS} alternated rounds x {CALLS * REQUESTS_PER_CALL} requests)",
-                [
-                    ("aiohttp plain", per_request["plain"]),
-                    ("aiohttp + poolwatch (call sites on)", per_request["poolwatch"]),
-                    ("aiohttp + OpenTelemetry aiohttp-client", per_request["otel"]),
-                ],
-                baseline="aiohttp plain",
+                f"{ROUNDS} alternated rounds x {CALLS * REQUESTS_PER_CALL} requests; ratio: "
+                "median of the rounds' own ratios)",
+                [(label, per_request[name]) for name, label in rows.items()],
+                baseline=rows["plain"],
                 limit=1.03,
+                ratios={rows[n]: figures.ratio(n, "plain") for n in ("poolwatch", "otel")},
             )
     finally:
         loop.close()

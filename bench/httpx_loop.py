@@ -30,12 +30,12 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 
 import poolwatch
 
-from ._common import alternate, print_table
+from ._common import Timings, alternate, print_table
 from ._server import RESPONSE
 
 REQUESTS_PER_CALL = 200
 CALLS = 5
-ROUNDS = 9
+ROUNDS = 15
 
 
 class _Echo(httpcore.NetworkStream):
@@ -111,19 +111,22 @@ def _switches(provider: TracerProvider) -> dict[str, tuple[Callable[[], Any], Ca
     }
 
 
-def _table(kind: str, result: dict[str, float], in_memory: bool) -> None:
+def _table(kind: str, result: Timings, in_memory: bool) -> None:
     per_request = {name: value / REQUESTS_PER_CALL for name, value in result.items()}
     where = "in memory (no socket)" if in_memory else "on 127.0.0.1"
+    rows = {
+        "plain": f"httpx {kind} plain",
+        "poolwatch": f"httpx {kind} + poolwatch (call sites on)",
+        "otel": f"httpx {kind} + OpenTelemetry httpx",
+    }
     print_table(
         f"httpx {kind}: keep-alive GET loop {where}, per request (median of {ROUNDS} "
-        f"alternated rounds x {CALLS * REQUESTS_PER_CALL} requests)",
-        [
-            (f"httpx {kind} plain", per_request["plain"]),
-            (f"httpx {kind} + poolwatch (call sites on)", per_request["poolwatch"]),
-            (f"httpx {kind} + OpenTelemetry httpx", per_request["otel"]),
-        ],
-        baseline=f"httpx {kind} plain",
+        f"alternated rounds x {CALLS * REQUESTS_PER_CALL} requests; ratio: median of the "
+        "rounds' own ratios)",
+        [(label, per_request[name]) for name, label in rows.items()],
+        baseline=rows["plain"],
         limit=1.03,
+        ratios={rows[name]: result.ratio(name, "plain") for name in ("poolwatch", "otel")},
     )
 
 

@@ -35,10 +35,12 @@ def _request_loops(url: str) -> None:
             {"plain": fn, "instrumented": fn}, calls=2000, rounds=15, setup=on, teardown=off
         )
         print_table(
-            f"{name}: keep-alive GET loop on 127.0.0.1 (median of 15 alternated rounds x 2000)",
+            f"{name}: keep-alive GET loop on 127.0.0.1 (median of 15 alternated rounds x 2000; "
+            "ratio: median of the rounds' own ratios)",
             [(f"{name} plain", result["plain"]), (f"{name} + poolwatch", result["instrumented"])],
             baseline=f"{name} plain",
             limit=1.03,
+            ratios={f"{name} + poolwatch": result.ratio("instrumented", "plain")},
         )
     session.close()
     http.clear()
