@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 __all__ = ["Timings", "alternate", "print_table", "time_calls"]
 
@@ -36,12 +36,12 @@ class Timings(dict[str, float]):
 
 
 def alternate(
-    variants: dict[str, Callable[[], object]],
+    variants: Mapping[str, Callable[[], object]],
     *,
     calls: int,
     rounds: int = 7,
-    setup: dict[str, Callable[[], object]] | None = None,
-    teardown: dict[str, Callable[[], object]] | None = None,
+    setup: Mapping[str, Callable[[], object]] | None = None,
+    teardown: Mapping[str, Callable[[], object]] | None = None,
 ) -> Timings:
     """Median seconds per call of each variant, run in turn ``rounds`` times (ABAB...).
 

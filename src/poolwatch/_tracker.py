@@ -1,9 +1,12 @@
 """The tracker: one registry of pools and live leases, counters and events.
 
 Adapters call ``checkout`` / ``checkin`` and friends; consumers call ``snapshot`` or
-``subscribe``. The hot path (checkout, checkin) takes no lock: each of its writes is one dict
-store or pop or one ``next()`` on a counter, atomic under the GIL, and it runs in C where this
-build has ``_speedups`` (``_checkout`` / ``_checkin`` are the reference). Everything else
+``subscribe``. The hot path (checkout, checkin, their ``_of`` forms that take the library's pool
+object, ``find_pool``, ``set_owner``) takes no lock: each of its writes is one dict store or pop
+or one ``next()`` on a counter, atomic under the GIL, and it runs in C where this build has
+``_speedups`` (the methods of the same names with a leading underscore are the reference; they
+are bound per tracker in ``__init__``). Work a report may never need is deferred to the report:
+a pool's ``response_of``, deferred ``attach_response`` facts. Everything else
 shares one short ``threading.Lock`` under which nothing slow happens: snapshots copy references
 under it and build their frozen values outside. A snapshot taken while checkouts go on is
 exact per counter, not across counters (leased may lead checkouts - checkins by the

@@ -197,8 +197,8 @@ class Hooks:
                 call.pool_request = pool_request
             elif call.pool_request is not pool_request:
                 return False  # not the request this call queued (never in httpcore 1.0)
-            if call.site is None:
-                call.site = tracker.capture()
+            if call.site is None:  # 1: this method; the wrapper above it is poolwatch's too
+                call.site = tracker.callsites.capture(tracker.stack_depth, 1)
             if pool_request.connection is None:
                 call.wait = tracker.wait_begin(call.record, call.site)
             return True
@@ -267,7 +267,7 @@ class Hooks:
     def responded(self, call: _Call, response: Any) -> None:
         """The pool returns a response: record its facts; its stream owns the lease."""
         lease = call.lease
-        if lease is None or not _live(lease):
+        if lease is None or lease.pool.leases.get(lease.key) is not lease:  # _live, inlined
             return
         tracker = self.tracker
         try:
