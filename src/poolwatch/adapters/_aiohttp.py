@@ -243,10 +243,13 @@ class AiohttpAdapter(Adapter):
                 tracker.internal_error("aiohttp.wait", inner)
 
         def wait_end(entry: list[Any]) -> None:
-            tracker.wait_end(entry[0])
-            task = asyncio.current_task()
-            if waits.get(task) is entry:
-                del waits[task]
+            try:
+                tracker.wait_end(entry[0])
+                task = asyncio.current_task()
+                if waits.get(task) is entry:
+                    del waits[task]
+            except Exception as exc:
+                tracker.internal_error("aiohttp.wait", exc)
 
         async def _connect_waiting(self: Any, req: Any, *args: Any, **kwargs: Any) -> Any:
             """``connect`` for aiohttp releases that wait for a slot inside it (3.9)."""
