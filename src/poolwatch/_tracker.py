@@ -462,17 +462,13 @@ class Tracker:
 
         For hooks that see the library's objects, not records: the pool lookup is part of the
         hot path (in C where ``checkout`` is)."""
-        record = self._pools.get(id(obj))
-        if record is None or record.ref() is not obj:
-            return None
-        return self.checkout(record, id(connection), connection)
+        record = self._find_pool(obj)
+        return None if record is None else self.checkout(record, id(connection), connection)
 
     def _checkin_of(self, obj: Any, connection: Any) -> LeaseRecord | None:
         """``checkin_of``: ``checkin`` of ``connection`` to the library pool object ``obj``."""
-        record = self._pools.get(id(obj))
-        if record is None or record.ref() is not obj:
-            return None
-        return self.checkin(record, id(connection))
+        record = self._find_pool(obj)
+        return None if record is None else self.checkin(record, id(connection))
 
     def checkin_record(self, record: LeaseRecord, how: str = "returned") -> bool:
         """Check in a known lease record (for libraries that return a connection as None)."""

@@ -236,9 +236,10 @@ class AiohttpAdapter(Adapter):
             """
             try:
                 wait_end(entry)  # over before the diagnosis, which counts the waiters
-                setattr(exc, _MARK, record_of(conn_pool))
+                record = record_of(conn_pool)
+                setattr(exc, _MARK, record)
                 if entry[1]:
-                    tracker.exhausted(record_of(conn_pool), exc)
+                    tracker.exhausted(record, exc)
             except Exception as inner:
                 tracker.internal_error("aiohttp.wait", inner)
 

@@ -267,7 +267,7 @@ class Hooks:
     def responded(self, call: _Call, response: Any) -> None:
         """The pool returns a response: record its facts; its stream owns the lease."""
         lease = call.lease
-        if lease is None or lease.pool.leases.get(lease.key) is not lease:  # _live, inlined
+        if lease is None or not _live(lease):
             return
         tracker = self.tracker
         try:
