@@ -35,6 +35,7 @@ def _python(tracker: Tracker) -> Tracker:
     tracker.checkin_of = tracker._checkin_of
     tracker.find_pool = tracker._find_pool
     tracker.set_owner = tracker._set_owner
+    tracker.attach_response = tracker._attach_response
     tracker.callsites.capture = tracker.callsites._capture
     return tracker
 
@@ -343,6 +344,92 @@ def test_c_hooks_hand_keyword_calls_and_guarded_cases_to_the_python_hook() -> No
     library.finalize()  # no such attribute: the Python hook again
     finalized = ("finalize", None, None)
     assert seen == [("slow", (), ()), finalized, finalized, ("slow", (), ()), finalized]
+
+
+@needs_c
+def test_c_hooks_read_arguments_from_attributes_and_track_while_told() -> None:
+    """first/second as attribute names of args[0]; attr/value make the call conditional."""
+    spec = {"first": "pool_name", "second": "conn_name", "attr": "_closed", "value": False}
+    library, seen, tracker = _hooked("before", **spec)
+    library.pool_name, library.conn_name = "the pool", "the conn"  # type: ignore[attr-defined]
+    assert library.lease("pool", "key", "conn") == "leased"
+    assert seen == [("call", "the pool", "the conn"), ("lease", "pool", "conn")]
+    seen.clear()
+    library._closed = True  # condition not met: the original alone
+    assert library.lease("pool", "key", "conn") == "leased"
+    assert seen == [("lease", "pool", "conn")]
+    seen.clear()
+    del library._closed  # the condition's attribute is missing: the Python hook decides
+    assert library.lease("pool", "key", "conn") == "leased"
+    assert seen == [("slow", ("pool", "key", "conn"), ()), ("lease", "pool", "conn")]
+    seen.clear()
+    library._closed = False
+    del library.conn_name  # type: ignore[attr-defined]  # an argument missing: our fault
+    assert library.lease("pool", "key", "conn") == "leased"
+    assert seen == [("lease", "pool", "conn")]
+    assert tracker.internal_errors["test.where"] == 1
+
+
+@needs_c
+def test_c_hooks_reject_a_spec_they_cannot_run() -> None:
+    speedups = _native.speedups
+    assert speedups is not None
+    args = (_Library.lease, _Library.lease, print, "test.where")
+    with pytest.raises(ValueError, match="first and second are positions"):
+        speedups.Hook(speedups.BEFORE, *args, call=print, first=-1)
+    with pytest.raises(ValueError, match="an httpcore hook its state tuple"):
+        speedups.Hook(speedups.HTTPCORE_WAIT, *args, state=("not a ContextVar", print))
+    with pytest.raises(ValueError, match="an httpcore hook its state tuple"):
+        speedups.Hook(speedups.AFTER, *args, call=print, state=(print,))
+
+
+@needs_c
+def test_httpcore_sync_hooks_are_c_and_its_call_reads_like_the_python_one() -> None:
+    """The per-request sync hooks run in C; the async ones stay Python (C cannot await)."""
+    import contextvars
+
+    import httpcore
+
+    import poolwatch
+    from poolwatch.adapters._httpx import Call, new_call
+
+    speedups = _native.speedups
+    assert speedups is not None
+    call = new_call()
+    assert type(call) is speedups.Call
+    assert [getattr(call, name) for name in Call.__annotations__] == [None] * 6
+    call.lease = "lease"
+    assert call.lease == "lease"
+    was = poolwatch.instrumented()
+    poolwatch.instrument("httpx")
+    try:
+        sync = [httpcore.ConnectionPool.handle_request, httpcore.ConnectionPool.close]
+        wait = httpcore._sync.connection_pool.PoolRequest.wait_for_connection
+        stream_close = httpcore._sync.connection_pool.PoolByteStream.close
+        assert [type(x) for x in (sync[0], wait, stream_close)] == [speedups.Hook] * 3
+        assert not isinstance(httpcore.AsyncConnectionPool.handle_async_request, speedups.Hook)
+        # httpcore passes timeout= by keyword: the C hook takes it, outside a tracked call too
+        request = httpcore._sync.connection_pool.PoolRequest(None)
+        request.assign_to_connection("a connection")
+        ctx = contextvars.copy_context()
+        assert ctx.run(lambda: request.wait_for_connection(timeout=1.0)) == "a connection"
+    finally:
+        poolwatch.uninstrument("httpx")
+        if "httpx" in was:
+            poolwatch.instrument("httpx")
+
+
+@needs_c
+def test_attach_response_in_c_sets_what_python_sets() -> None:
+    results = []
+    for tracker in (Tracker(), _python(Tracker())):
+        record = tracker.pool(_Pool(), "test", "pool")
+        lease = tracker.checkout(record, 1, _Conn())
+        tracker.attach_response(lease, (ResponseFacts, 404))
+        results.append(lease.response)
+    assert results == [ResponseFacts(status=404)] * 2
+    with pytest.raises(TypeError, match="attach_response"):
+        Tracker().attach_response([], ResponseFacts(status=200))  # type: ignore[arg-type]
 
 
 @needs_c

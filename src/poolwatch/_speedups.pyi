@@ -3,6 +3,8 @@ from typing import Any
 AFTER: int
 BEFORE: int
 GUARD: int
+HTTPCORE_HANDLE: int
+HTTPCORE_WAIT: int
 
 AVAILABLE: int
 
@@ -21,6 +23,7 @@ def checkout(
 def forget() -> None: ...
 def find_pool(pools: Any, obj: Any, /) -> Any: ...
 def set_owner(pending: Any, record: Any, owner: Any, /) -> None: ...
+def attach_response(record: Any, facts: Any, /) -> None: ...
 def checkout_of(
     tracker: Any, pending: Any, seq: Any, finder: Any, pools: Any, obj: Any, connection: Any, /
 ) -> Any: ...
@@ -52,10 +55,19 @@ class Hook:
         call: Any = None,
         bound: tuple[Any, ...] = (),
         miss: Any = None,
-        first: int = 0,
-        second: int = 1,
+        first: int | str = 0,
+        second: int | str = 1,
         attr: str | None = None,
         value: Any = None,
+        state: tuple[Any, ...] | None = None,
     ) -> None: ...
     def __call__(self, *args: Any, **kwargs: Any) -> Any: ...
     def __get__(self, obj: Any, owner: Any = None) -> Any: ...
+
+class Call:
+    record: Any
+    site: Any
+    wait: Any
+    pool_request: Any
+    connection: Any
+    lease: Any

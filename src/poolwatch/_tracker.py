@@ -2,15 +2,15 @@
 
 Adapters call ``checkout`` / ``checkin`` and friends; consumers call ``snapshot`` or
 ``subscribe``. The hot path (checkout, checkin, their ``_of`` forms that take the library's pool
-object, ``find_pool``, ``set_owner``) takes no lock: each of its writes is one dict store or pop
-or one ``next()`` on a counter, atomic under the GIL, and it runs in C where this build has
-``_speedups`` (the methods of the same names with a leading underscore are the reference; they
-are bound per tracker in ``__init__``). Work a report may never need is deferred to the report:
-a pool's ``response_of``, deferred ``attach_response`` facts. Everything else
-shares one short ``threading.Lock`` under which nothing slow happens: snapshots copy references
-under it and build their frozen values outside. A snapshot taken while checkouts go on is
-exact per counter, not across counters (leased may lead checkouts - checkins by the
-checkouts in flight).
+object, ``find_pool``, ``set_owner``, ``attach_response``) takes no lock: each of its writes is
+one dict store or pop, one list item or one ``next()`` on a counter, atomic under the GIL, and
+it runs in C where this build has ``_speedups`` (the methods of the same names with a leading
+underscore are the reference; they are bound per tracker in ``__init__``). Work a report may
+never need is deferred to the report: a pool's ``response_of``, deferred ``attach_response``
+facts. Everything else shares one short ``threading.Lock`` under which nothing slow happens:
+snapshots copy references under it and build their frozen values outside. A snapshot taken
+while checkouts go on is exact per counter, not across counters (leased may lead checkouts -
+checkins by the checkouts in flight).
 
 Garbage-collector callbacks (an owner collected while its connection was leased, a pool
 collected) never take the lock: the collector may run inside any allocation, including one made
@@ -318,9 +318,11 @@ class Tracker:
         self.checkin_of: Callable[[Any, Any], LeaseRecord | None] = self._checkin_of
         self.find_pool: Callable[[Any], PoolRecord | None] = self._find_pool
         self.set_owner: Callable[[LeaseRecord, Any], None] = self._set_owner
+        self.attach_response: Callable[[LeaseRecord, Any], None] = self._attach_response
         if speedups is not None:
             self.find_pool = partial(speedups.find_pool, self._pools)
             self.set_owner = partial(speedups.set_owner, self._pending)
+            self.attach_response = speedups.attach_response
             finder = self.callsites if self.callsites.native else None
             pending, seq, pools = self._pending, self._seq_counter, self._pools
             self.checkout = partial(speedups.checkout, self, pending, seq, finder)
@@ -519,9 +521,10 @@ class Tracker:
         except TypeError:
             pass
 
-    def attach_response(self, record: LeaseRecord, facts: ResponseFacts | tuple[Any, ...]) -> None:
-        """Attach what the response looked like to the lease that carried it: its facts, or
-        ``(function, *arguments)`` returning them, called only if the lease is ever read."""
+    def _attach_response(self, record: LeaseRecord, facts: ResponseFacts | tuple[Any, ...]) -> None:
+        """``attach_response``: attach what the response looked like to the lease that carried
+        it: its facts, or ``(function, *arguments)`` returning them, called only if the lease is
+        ever read (C where the hot path is: httpx attaches them on every request)."""
         record[_RESPONSE] = facts
 
     # -- waiting and exhaustion --------------------------------------------------------------

@@ -128,14 +128,23 @@ def hook(original: Any, slow: Any, tracker: Tracker, where: str, mode: str, **sp
     C hot path, a C ``Hook`` that does the common case itself and calls ``slow`` for the rest.
 
     ``mode`` "after" / "before": ``spec["call"](args[first], args[second])`` after / before the
-    original (``miss`` the same way when it returns None); "guard": the original alone while
-    ``args[0].<attr> is <value>``. Errors in ``call``/``miss`` go to ``tracker.internal_error``
-    under ``where``. ``slow`` must do the same as the C hook, and does, on the Python path.
+    original (``miss`` the same way when it returns None; ``first`` / ``second`` may name
+    attributes of ``args[0]`` instead; with ``attr``, only while ``args[0].<attr> is <value>``);
+    "guard": the original alone while ``args[0].<attr> is <value>``; "httpcore_handle" /
+    "httpcore_wait": httpcore's sync pool, with ``spec["state"]`` (see ``_speedups.c``). Errors
+    in ``call``/``miss`` go to ``tracker.internal_error`` under ``where``. ``slow`` must do the
+    same as the C hook, and does, on the Python path.
     """
     slow = wraps(slow, original)
     if speedups is None:
         return slow
-    kind = {"after": speedups.AFTER, "before": speedups.BEFORE, "guard": speedups.GUARD}[mode]
+    kind = {
+        "after": speedups.AFTER,
+        "before": speedups.BEFORE,
+        "guard": speedups.GUARD,
+        "httpcore_handle": speedups.HTTPCORE_HANDLE,
+        "httpcore_wait": speedups.HTTPCORE_WAIT,
+    }[mode]
     call = spec.get("call")
     if isinstance(call, functools.partial) and not call.keywords:
         # The hook lays the bound arguments out itself: a partial of 7 would allocate per call.

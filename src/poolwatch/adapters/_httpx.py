@@ -16,8 +16,10 @@ never on httpx, and catch every client however it was built:
   dropped an unclosed response and the pool keeps the slot for ever (see FACTS.md).
 
 The async hooks are written once in ``_httpx_async.py``; ``_httpx_sync.py`` is generated from it
-by ``scripts/unasync.py`` (as httpcore does for itself). Both call the plain functions of
-``Hooks`` here, so what is decided (orphan or not, the wording of a diagnosis) exists once.
+by ``scripts/unasync.py`` (as httpcore does for itself). The wrappers do the common case of a
+request themselves (each Python frame on the per-request path costs about as much as the C
+tracker calls it makes); for every other case they call the plain functions of ``Hooks`` here,
+so what is decided (orphan or not, the wording of a diagnosis) exists once.
 
 Lease keys are ``id(pool_request)``, not the connection: an HTTP/2 connection carries several
 requests at once, each its own lease.
@@ -27,16 +29,18 @@ from __future__ import annotations
 
 import sys
 import weakref
+from collections.abc import Callable
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from .._models import ResponseFacts
-from ._base import Adapter
+from .._native import speedups
+from ._base import Adapter, hook, wraps
 
 if TYPE_CHECKING:
     from .._tracker import LeaseRecord, PoolRecord, PoolStats, Tracker
 
-__all__ = ["Hooks", "HttpxAdapter", "pool_state", "response_facts"]
+__all__ = ["Call", "Hooks", "HttpxAdapter", "pool_state", "response_facts"]
 
 
 def _origin(request: Any) -> str:
@@ -150,18 +154,23 @@ def _live(lease: LeaseRecord) -> bool:
     return lease.pool.leases.get(lease.key) is lease
 
 
-class _Call:
-    """One ``handle_request`` call as the hooks see it."""
+class Call:
+    """One ``handle_request`` call as the hooks see it: ``call = new_call(); call.record = ...``.
 
-    __slots__ = ("connection", "lease", "pool_request", "record", "site", "wait")
+    No ``__init__``: the fields start as these class defaults, and making one runs no Python
+    frame (one per request would cost about as much as the tracker's own checkout). Where this
+    build has the C hot path, ``new_call`` makes its C twin, which the C hooks also make.
+    """
 
-    def __init__(self, record: PoolRecord) -> None:
-        self.record = record
-        self.site: Any = None
-        self.wait: int | None = None
-        self.pool_request: Any = None
-        self.connection: Any = None
-        self.lease: LeaseRecord | None = None
+    record: PoolRecord
+    site: Any = None
+    wait: int | None = None
+    pool_request: Any = None
+    connection: Any = None
+    lease: LeaseRecord | None = None
+
+
+new_call: Callable[[], Call] = speedups.Call if speedups is not None else Call
 
 
 class Hooks:
@@ -170,10 +179,10 @@ class Hooks:
     def __init__(self, tracker: Tracker, pool_timeout: type[BaseException]) -> None:
         self.tracker = tracker
         self.pool_timeout = pool_timeout
-        self.current: ContextVar[_Call | None] = ContextVar("poolwatch_httpcore_call")
+        self.current: ContextVar[Call | None] = ContextVar("poolwatch_httpcore_call")
 
-    def enter(self, pool: Any, request: Any) -> _Call | None:
-        """A request enters ``pool``: register the pool on first sight."""
+    def enter(self, pool: Any, request: Any) -> Call | None:
+        """A request enters a pool seen for the first time: register it."""
         tracker = self.tracker
         try:
             record = tracker.find_pool(pool) or tracker.pool(
@@ -184,12 +193,14 @@ class Hooks:
                 socket_of=_socket_of,
                 idle_of=_idle_of,
             )
-            return _Call(record)
+            call = new_call()
+            call.record = record
+            return call
         except Exception as exc:
             tracker.internal_error("httpx.request", exc)
             return None
 
-    def waiting(self, call: _Call, pool_request: Any) -> bool:
+    def waiting(self, call: Call, pool_request: Any) -> bool:
         """The request is about to wait for its connection; False = do not follow it."""
         tracker = self.tracker
         try:
@@ -206,7 +217,7 @@ class Hooks:
             tracker.internal_error("httpx.checkout", exc)
             return False
 
-    def assigned(self, call: _Call, pool_request: Any, connection: Any) -> None:
+    def assigned(self, call: Call, pool_request: Any, connection: Any) -> None:
         """The pool gave the request a connection: the lease starts."""
         tracker = self.tracker
         try:
@@ -224,7 +235,7 @@ class Hooks:
         except Exception as exc:
             tracker.internal_error("httpx.checkout", exc)
 
-    def wait_failed(self, call: _Call, pool_request: Any, exc: BaseException) -> None:
+    def wait_failed(self, call: Call, pool_request: Any, exc: BaseException) -> None:
         """Waiting ended in an exception: a pool timeout, or a cancellation."""
         tracker = self.tracker
         try:
@@ -264,20 +275,7 @@ class Hooks:
         message = str(exc)
         exc.args = (f"{message}\n{text}" if message else text,)
 
-    def responded(self, call: _Call, response: Any) -> None:
-        """The pool returns a response: record its facts; its stream owns the lease."""
-        lease = call.lease
-        if lease is None or not _live(lease):
-            return
-        tracker = self.tracker
-        try:
-            # Computed only if the lease is ever read: most are returned first.
-            tracker.attach_response(lease, (response_facts, response.status, response.headers))
-            tracker.set_owner(lease, response.stream)
-        except Exception as exc:
-            tracker.internal_error("httpx.response", exc)
-
-    def failed(self, call: _Call, exc: BaseException) -> None:
+    def failed(self, call: Call, exc: BaseException) -> None:
         """The request failed after the pool's own cleanup: clean, or an orphaned connection."""
         tracker = self.tracker
         try:
@@ -313,6 +311,28 @@ class Hooks:
             self.tracker.checkin_of(stream._pool, stream._pool_request)
         except Exception as exc:
             self.tracker.internal_error("httpx.checkin", exc)
+
+    def native_async(self, kind: str, wrapper: Any, original: Any) -> Any:
+        """What replaces an async method: the Python wrapper (C cannot await)."""
+        return wraps(wrapper, original)
+
+    def native_sync(self, kind: str, wrapper: Any, original: Any) -> Any:
+        """What replaces a sync method: its C twin where this build has one (``_speedups.c``),
+        which runs ``wrapper`` for every case it does not handle itself."""
+        tracker = self.tracker
+        state: tuple[Any, ...]
+        if kind == "handle":
+            state = (
+                self.current,
+                tracker.find_pool,
+                self.failed,
+                tracker.attach_response,
+                tracker.set_owner,
+                response_facts,
+            )
+            return hook(original, wrapper, tracker, "httpx.failed", "httpcore_handle", state=state)
+        state = (self.current, tracker.checkout)
+        return hook(original, wrapper, tracker, "httpx.checkout", "httpcore_wait", state=state)
 
     def pool_closing(self, pool: Any) -> None:
         """The pool closes: responses still open were never closed by the code that took them.

@@ -2,15 +2,23 @@
 
 GENERATED from _httpx_async.py by scripts/unasync.py: edit that file, rerun the script.
 
-Each wrapper calls the library first or last exactly as the original would run, and hands what
-it saw to ``Hooks`` (``_httpx.py``), whose methods never raise.
+Each wrapper calls the library first or last exactly as the original would run. The common
+case of every request (a pool seen before, a connection the pool assigned at once, a response,
+its stream closed) is done here with the tracker's hot-path methods; every other case goes to
+``Hooks`` (``_httpx.py``), whose methods never raise. ``wait_for_connection`` and the stream's
+close are plain functions even here: when the pool has assigned the connection, waiting for it
+returns at once, so the lease starts as the wait is called and the original's coroutine is
+returned as it is. Where this build has the C hot path, they run as C hooks (``_speedups.c``),
+and so does the sync ``handle_request``; each does the same common case and calls the wrapper
+here for the rest (an async one cannot run in C: C cannot await).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ._base import wraps
+from ._base import hook, wraps
+from ._httpx import Call, new_call, response_facts
 
 if TYPE_CHECKING:
     from ._base import Patcher
@@ -26,6 +34,7 @@ def hook_sync(patcher: Patcher, hooks: Hooks) -> None:
     pool_cls = module.ConnectionPool
     request_cls = module.PoolRequest
     stream_cls = module.PoolByteStream
+    tracker = hooks.tracker
     current = hooks.current
     original_handle = pool_cls.handle_request
     original_wait = request_cls.wait_for_connection
@@ -33,7 +42,16 @@ def hook_sync(patcher: Patcher, hooks: Hooks) -> None:
     original_pool_close = pool_cls.close
 
     def handle_request(self: Any, request: Any) -> Any:
-        call = hooks.enter(self, request)
+        call = None
+        try:
+            record = tracker.find_pool(self)
+            if record is None:  # a pool seen for the first time
+                call = hooks.enter(self, request)
+            else:
+                call = new_call()
+                call.record = record
+        except Exception as exc:
+            tracker.internal_error("httpx.request", exc)
         if call is None:
             return original_handle(self, request)
         token = current.set(call)
@@ -44,31 +62,76 @@ def hook_sync(patcher: Patcher, hooks: Hooks) -> None:
             raise
         finally:
             current.reset(token)
-        hooks.responded(call, response)
+        lease = call.lease
+        if lease is not None:
+            try:
+                if lease.pool.leases.get(lease.key) is lease:
+                    # The response's stream owns the lease. Its facts are computed only if the
+                    # lease is ever read: nearly all are returned a moment later.
+                    facts = (response_facts, response.status, response.headers)
+                    tracker.attach_response(lease, facts)
+                    tracker.set_owner(lease, response.stream)
+            except Exception as exc:
+                tracker.internal_error("httpx.response", exc)
         return response
 
     def wait_for_connection(self: Any, timeout: float | None = None) -> Any:
         call = current.get(None)
-        if call is None or not hooks.waiting(call, self):
+        if call is None:
             return original_wait(self, timeout)
+        connection = self.connection
+        if call.pool_request is not None or connection is None:
+            # Queued (a pool wait, maybe a timeout), or httpcore's retry on another connection.
+            return waited(call, self, timeout)
+        # The pool assigned this request a connection as it queued it: the lease starts, at the
+        # call site checkout finds, and the original returns that connection at once.
+        call.pool_request = self
         try:
-            connection = original_wait(self, timeout)
+            call.connection = connection
+            call.lease = tracker.checkout(call.record, id(self), connection)
+        except Exception as exc:
+            tracker.internal_error("httpx.checkout", exc)
+        return original_wait(self, timeout)
+
+    def waited(call: Call, pool_request: Any, timeout: float | None) -> Any:
+        if not hooks.waiting(call, pool_request):
+            return original_wait(pool_request, timeout)
+        try:
+            connection = original_wait(pool_request, timeout)
         except BaseException as exc:
-            hooks.wait_failed(call, self, exc)
+            hooks.wait_failed(call, pool_request, exc)
             raise
-        hooks.assigned(call, self, connection)
+        hooks.assigned(call, pool_request, connection)
         return connection
 
-    def stream_close(self: Any) -> None:
+    def stream_close(self: Any) -> Any:
+        # The request leaves the pool as its stream's close is called (what the C hook does).
         if not self._closed:
             hooks.closing(self)
-        original_stream_close(self)
+        return original_stream_close(self)
 
     def pool_close(self: Any) -> None:
         hooks.pool_closing(self)
         original_pool_close(self)
 
-    patcher.patch(pool_cls, "handle_request", wraps(handle_request, original_handle))
-    patcher.patch(request_cls, "wait_for_connection", wraps(wait_for_connection, original_wait))
-    patcher.patch(stream_cls, "close", wraps(stream_close, original_stream_close))
+    handle = hooks.native_sync("handle", handle_request, original_handle)
+    wait = hooks.native_sync("wait", wait_for_connection, original_wait)
+    patcher.patch(pool_cls, "handle_request", handle)
+    patcher.patch(request_cls, "wait_for_connection", wait)
+    patcher.patch(
+        stream_cls,
+        "close",
+        hook(
+            original_stream_close,
+            stream_close,
+            tracker,
+            "httpx.checkin",
+            "before",
+            call=tracker.checkin_of,
+            first="_pool",
+            second="_pool_request",
+            attr="_closed",
+            value=False,
+        ),
+    )
     patcher.patch(pool_cls, "close", wraps(pool_close, original_pool_close))
