@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -9,20 +10,33 @@ from collections.abc import Callable, Mapping, Sequence
 __all__ = ["Timings", "alternate", "print_table", "time_calls"]
 
 
-def time_calls(fn: Callable[[], object], n: int) -> float:
-    """Seconds per call of ``fn`` over ``n`` calls."""
-    start = time.perf_counter()
+def time_calls(fn: Callable[[], object], n: int) -> tuple[float, float]:
+    """Seconds per call of ``fn`` over ``n`` calls: (wall time, this process's CPU time).
+
+    A full collection runs first, outside the timing: which sample a collection of the whole
+    benchmark heap (tens of milliseconds) fell into was the largest noise in paired CPU ratios.
+    The collections the calls themselves cause are still timed.
+    """
+    gc.collect()
+    wall, cpu = time.perf_counter(), time.process_time()
     for _ in range(n):
         fn()
-    return (time.perf_counter() - start) / n
+    return (time.perf_counter() - wall) / n, (time.process_time() - cpu) / n
 
 
 class Timings(dict[str, float]):
-    """Median seconds per call of each variant, with the samples of every round kept."""
+    """Median seconds per call of each variant, with the samples of every round kept.
 
-    def __init__(self, samples: dict[str, list[float]]) -> None:
+    From ``alternate``, these are wall times, and ``cpu`` holds the process CPU times of the
+    same calls.
+    """
+
+    def __init__(
+        self, samples: dict[str, list[float]], cpu: dict[str, list[float]] | None = None
+    ) -> None:
         super().__init__({name: statistics.median(values) for name, values in samples.items()})
         self.samples = samples
+        self.cpu = Timings(cpu) if cpu is not None else None
 
     def ratio(self, name: str, baseline: str) -> float:
         """The median over rounds of ``name`` / ``baseline`` timed in the same round.
@@ -43,23 +57,29 @@ def alternate(
     setup: Mapping[str, Callable[[], object]] | None = None,
     teardown: Mapping[str, Callable[[], object]] | None = None,
 ) -> Timings:
-    """Median seconds per call of each variant, run in turn ``rounds`` times (ABAB...).
+    """Median seconds per call of each variant, run in turn ``rounds`` times (ABC CBA ...).
 
     Alternating in one process cancels most drift (CPU frequency, other load) that two
     separate runs would bake into the ratio; ``Timings.ratio`` pairs the rounds to cancel
-    more. ``setup``/``teardown`` run around each variant's turn (e.g. instrument /
-    uninstrument), outside the timing.
+    more, and reversing the order every other round cancels what a variant's place in the
+    round does to it. ``setup``/``teardown`` run around each variant's turn (e.g.
+    instrument / uninstrument), outside the timing. Wall and CPU time (``Timings.cpu``) are
+    taken over the same calls.
     """
     samples: dict[str, list[float]] = {name: [] for name in variants}
-    for _ in range(rounds):
-        for name, fn in variants.items():
+    cpu: dict[str, list[float]] = {name: [] for name in variants}
+    order = list(variants.items())
+    for turn in range(rounds):
+        for name, fn in order if turn % 2 == 0 else order[::-1]:
             if setup and name in setup:
                 setup[name]()
             fn()  # warm up this turn
-            samples[name].append(time_calls(fn, calls))
+            wall, used = time_calls(fn, calls)
+            samples[name].append(wall)
+            cpu[name].append(used)
             if teardown and name in teardown:
                 teardown[name]()
-    return Timings(samples)
+    return Timings(samples, cpu)
 
 
 def print_table(

@@ -19,8 +19,7 @@ machine wall time also carries the server's scheduling, CPU time only what the c
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import aiohttp
@@ -30,11 +29,11 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 
 import poolwatch
 
-from ._common import Timings, alternate, print_table
+from ._common import alternate, print_table
 
 REQUESTS_PER_CALL = 200
 CALLS = 5
-ROUNDS = 15
+ROUNDS = 21
 
 
 class _DropExporter(SpanExporter):
@@ -68,15 +67,8 @@ def main() -> None:
             async with session.get(url) as response:
                 await response.read()
 
-    cpu: dict[str, list[float]] = {"plain": [], "poolwatch": [], "otel": []}
-
-    def run_batch(name: str) -> Callable[[], None]:
-        def run() -> None:
-            start = time.process_time()
-            loop.run_until_complete(batch())
-            cpu[name].append(time.process_time() - start)
-
-        return run
+    def run_batch() -> None:
+        loop.run_until_complete(batch())
 
     def turn(switch_on: Any) -> Any:
         def setup() -> None:
@@ -98,7 +90,7 @@ def main() -> None:
     def otel_on() -> None:
         otel.instrument(tracer_provider=provider)
 
-    variants = {name: run_batch(name) for name in cpu}
+    variants = {name: run_batch for name in ("plain", "poolwatch", "otel")}
     setup = {
         "plain": turn(nothing),
         "poolwatch": turn(lambda: poolwatch.instrument("aiohttp")),
@@ -111,19 +103,13 @@ def main() -> None:
     }
     try:
         result = alternate(variants, calls=CALLS, rounds=ROUNDS, setup=setup, teardown=teardown)
-        # CPU samples: one per batch, the same sequence for every variant (each round: a
-        # warm-up batch, then CALLS timed ones); pair them like the rounds, warm-ups left out.
-        timed = {
-            name: [v for i, v in enumerate(values) if i % (CALLS + 1)]
-            for name, values in cpu.items()
-        }
-        cpu_result = Timings(timed)
+        assert result.cpu is not None
         rows = {
             "plain": "aiohttp plain",
             "poolwatch": "aiohttp + poolwatch (call sites on)",
             "otel": "aiohttp + OpenTelemetry aiohttp-client",
         }
-        for what, figures in (("wall time", result), ("client CPU time", cpu_result)):
+        for what, figures in (("wall time", result), ("client CPU time", result.cpu)):
             per_request = {name: value / REQUESTS_PER_CALL for name, value in figures.items()}
             print_table(
                 f"aiohttp: keep-alive GET loop on 127.0.0.1, {what} per request (median of "
