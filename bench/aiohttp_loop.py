@@ -33,7 +33,7 @@ from ._common import alternate, print_table
 
 REQUESTS_PER_CALL = 200
 CALLS = 5
-ROUNDS = 21
+ROUNDS = 22
 
 
 class _DropExporter(SpanExporter):
@@ -114,7 +114,7 @@ def main() -> None:
             print_table(
                 f"aiohttp: keep-alive GET loop on 127.0.0.1, {what} per request (median of "
                 f"{ROUNDS} alternated rounds x {CALLS * REQUESTS_PER_CALL} requests; ratio: "
-                "median of the rounds' own ratios)",
+                "median of blocks of two rounds' own ratios)",
                 [(label, per_request[name]) for name, label in rows.items()],
                 baseline=rows["plain"],
                 limit=1.03,

@@ -37,7 +37,7 @@ from ._server import RESPONSE
 
 REQUESTS_PER_CALL = 200
 CALLS = 5
-ROUNDS = 21
+ROUNDS = 22
 
 
 class _Echo(httpcore.NetworkStream):
@@ -126,7 +126,7 @@ def _table(kind: str, result: Timings, in_memory: bool) -> None:
         print_table(
             f"httpx {kind}: keep-alive GET loop {where}, {what} per request (median of "
             f"{ROUNDS} alternated rounds x {CALLS * REQUESTS_PER_CALL} requests; ratio: median "
-            "of the rounds' own ratios)",
+            "of blocks of two rounds' own ratios)",
             [(label, per_request[name]) for name, label in rows.items()],
             baseline=rows["plain"],
             limit=1.03,

@@ -958,7 +958,8 @@ sp_attach_response(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
  *
  *   AFTER   original(*args), then call(*bound, args[first], args[second]);
  *   BEFORE  call(*bound, args[first], args[second]), then original(*args);
- *   GUARD   original(*args) when args[0].<attr> is value, else slow(*args).
+ *   GUARD   original(*args) when args[0].<attr> is value, else slow(*args);
+ *   HTTPCORE_HANDLE, HTTPCORE_WAIT: httpcore's per-request hooks, with a `state` tuple (below).
  *
  * `first` / `second` are positions in args, or names of attributes of args[0] (read when the
  * call is made). In AFTER and BEFORE, an `attr` makes the call conditional: made only when
@@ -1065,14 +1066,16 @@ hook_condition(HookObject *hook, PyObject *const *args)
     return is;
 }
 
-/* httpcore's sync pool: ConnectionPool.handle_request and PoolRequest.wait_for_connection.
+/* httpcore's pools: ConnectionPool.handle_request (sync) and PoolRequest.wait_for_connection
+ * (sync and async: the async one returns the original's coroutine).
  *
- * The C twins of the two wrappers in adapters/_httpx_sync.py, for the common case of a
- * request: a pool seen before, and a connection the pool assigned as it queued the request.
+ * The C twins of the wrappers in adapters/_httpx_async.py / _httpx_sync.py, for the common case
+ * of a request: a pool seen before, and a connection the pool assigned as it queued the request.
  * Every other case (a pool seen first, a queued request, httpcore's retry on another
- * connection, keyword arguments) runs the Python wrapper (`slow`), which stays the reference.
- * Both pass a request's Call through the same ContextVar, so a call begun in one continues in
- * the other. Measured: these two Python wrappers cost httpx sync 2.5% of a keep-alive request.
+ * connection) runs the Python wrapper (`slow`), which stays the reference. Both pass a
+ * request's Call through the same ContextVar, so a call begun in one continues in the other.
+ * Measured with callgrind on a keep-alive loop: poolwatch added 19.5k instructions to an httpx
+ * sync request with these wrappers in Python, 12.9k with them in C.
  *
  *   HANDLE  state = (var, find_pool, failed, attach_response, set_owner, response_facts)
  *   WAIT    state = (var, checkout)
