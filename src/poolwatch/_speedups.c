@@ -1155,8 +1155,9 @@ httpcore_responded(PyObject *const *state, PyObject *lease, PyObject *response)
     PyObject *leases = pool_slot(PyList_GET_ITEM(lease, 0), SLOT_LEASES);
     if (leases == NULL)
         return -1;
-    PyObject *now = PyDict_Check(leases) ? PyDict_GetItemWithError(leases, PyList_GET_ITEM(lease, 1))
-                                         : NULL; /* borrowed */
+    /* borrowed, and only compared: still out means this very record is the key's lease */
+    PyObject *now =
+        PyDict_Check(leases) ? PyDict_GetItemWithError(leases, PyList_GET_ITEM(lease, 1)) : NULL;
     Py_DECREF(leases);
     if (now != lease)
         return PyErr_Occurred() ? -1 : 0;

@@ -312,27 +312,30 @@ class Hooks:
         except Exception as exc:
             self.tracker.internal_error("httpx.checkin", exc)
 
-    def native_async(self, kind: str, wrapper: Any, original: Any) -> Any:
-        """What replaces an async method: the Python wrapper (C cannot await)."""
+    def handle_async(self, wrapper: Any, original: Any) -> Any:
+        """What replaces ``AsyncConnectionPool.handle_async_request``: the Python wrapper, a
+        coroutine (C cannot await)."""
         return wraps(wrapper, original)
 
-    def native_sync(self, kind: str, wrapper: Any, original: Any) -> Any:
-        """What replaces a sync method: its C twin where this build has one (``_speedups.c``),
-        which runs ``wrapper`` for every case it does not handle itself."""
+    def handle_sync(self, wrapper: Any, original: Any) -> Any:
+        """What replaces ``ConnectionPool.handle_request``: its C twin where this build has one
+        (``_speedups.c``), which runs ``wrapper`` for every case it does not handle itself."""
         tracker = self.tracker
-        state: tuple[Any, ...]
-        if kind == "handle":
-            state = (
-                self.current,
-                tracker.find_pool,
-                self.failed,
-                tracker.attach_response,
-                tracker.set_owner,
-                response_facts,
-            )
-            return hook(original, wrapper, tracker, "httpx.failed", "httpcore_handle", state=state)
-        state = (self.current, tracker.checkout)
-        return hook(original, wrapper, tracker, "httpx.checkout", "httpcore_wait", state=state)
+        state = (
+            self.current,
+            tracker.find_pool,
+            self.failed,
+            tracker.attach_response,
+            tracker.set_owner,
+            response_facts,
+        )
+        return hook(original, wrapper, tracker, "httpx.failed", "httpcore_handle", state=state)
+
+    def wait(self, wrapper: Any, original: Any) -> Any:
+        """What replaces ``wait_for_connection`` (a plain function for both pools, see
+        ``_httpx_async.py``): its C twin where this build has one."""
+        state = (self.current, self.tracker.checkout)
+        return hook(original, wrapper, self.tracker, "httpx.checkout", "httpcore_wait", state=state)
 
     def pool_closing(self, pool: Any) -> None:
         """The pool closes: responses still open were never closed by the code that took them.

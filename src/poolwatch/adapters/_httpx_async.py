@@ -114,8 +114,8 @@ def hook_async(patcher: Patcher, hooks: Hooks) -> None:
         hooks.pool_closing(self)
         await original_pool_aclose(self)
 
-    handle = hooks.native_async("handle", handle_async_request, original_handle)
-    wait = hooks.native_sync("wait", wait_for_connection, original_wait)
+    handle = hooks.handle_async(handle_async_request, original_handle)
+    wait = hooks.wait(wait_for_connection, original_wait)
     patcher.patch(pool_cls, "handle_async_request", handle)
     patcher.patch(request_cls, "wait_for_connection", wait)
     patcher.patch(

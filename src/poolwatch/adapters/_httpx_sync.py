@@ -114,8 +114,8 @@ def hook_sync(patcher: Patcher, hooks: Hooks) -> None:
         hooks.pool_closing(self)
         original_pool_close(self)
 
-    handle = hooks.native_sync("handle", handle_request, original_handle)
-    wait = hooks.native_sync("wait", wait_for_connection, original_wait)
+    handle = hooks.handle_sync(handle_request, original_handle)
+    wait = hooks.wait(wait_for_connection, original_wait)
     patcher.patch(pool_cls, "handle_request", handle)
     patcher.patch(request_cls, "wait_for_connection", wait)
     patcher.patch(
