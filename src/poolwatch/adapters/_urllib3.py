@@ -99,12 +99,12 @@ class Urllib3Adapter(Adapter):
 
         cls = connectionpool.HTTPConnectionPool
         last = threading.local()
-        # The hooks run on every request: each Python call saved is ~0.1 us, so they read the
-        # tracker's pool map and the call-site finder directly instead of through methods.
-        pools_get = tracker._pools.get
+        # The hooks run on every request: they call the tracker's hot-path methods (C where
+        # this build has them) and the call-site finder directly.
+        find_pool = tracker.find_pool
         capture = tracker.callsites.capture
         checkout = tracker.checkout
-        checkin = tracker.checkin
+        checkin_of = tracker.checkin_of
 
         def register(pool: Any) -> PoolRecord:
             maxsize = pool.pool.maxsize if pool.pool is not None else None
@@ -123,9 +123,7 @@ class Urllib3Adapter(Adapter):
 
         def _get_conn(self: Any, timeout: float | None = None) -> Any:
             try:
-                record = pools_get(id(self))
-                if record is None or record.ref() is not self:
-                    record = register(self)
+                record = find_pool(self) or register(self)
                 # Jump over this hook and urlopen, our expected caller (checked if user code
                 # turns out to call _get_conn itself).
                 site = capture(tracker.stack_depth, 1, 1)
@@ -155,14 +153,13 @@ class Urllib3Adapter(Adapter):
 
         def _put_conn(self: Any, conn: Any) -> None:
             try:
-                record = pools_get(id(self))
-                if record is not None and record.ref() is self:
-                    if conn is not None:
-                        checkin(record, id(conn))
-                    else:
-                        lease = getattr(last, "lease", None)
-                        if lease is not None and lease.pool is record:
-                            tracker.checkin_record(lease, "discarded")
+                if conn is not None:
+                    checkin_of(self, conn)
+                else:
+                    record = find_pool(self)
+                    lease = getattr(last, "lease", None)
+                    if record is not None and lease is not None and lease.pool is record:
+                        tracker.checkin_record(lease, "discarded")
             except Exception as exc:
                 tracker.internal_error("urllib3.checkin", exc)
             return original_put(self, conn)
