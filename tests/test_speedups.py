@@ -419,6 +419,53 @@ def test_httpcore_sync_hooks_are_c_and_its_call_reads_like_the_python_one() -> N
             poolwatch.instrument("httpx")
 
 
+class _Response:
+    """What httpcore's pool returns, as far as the responded step reads it."""
+
+    def __init__(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+        self.status, self.headers, self.stream = status, headers, _Conn()
+
+
+@needs_c
+def test_httpcore_responded_in_c_records_what_python_records() -> None:
+    """Facts and owner on a lease still out; nothing on one returned; our faults counted."""
+    import httpcore
+
+    from poolwatch.adapters._httpx import Hooks, new_call
+
+    seen = []
+    for tracker in (Tracker(), _python(Tracker())):
+        hooks = Hooks(tracker, httpcore.PoolTimeout)
+        if tracker.checkout == tracker._checkout:
+            hooks.responded = hooks._responded
+        record = tracker.pool(_Pool(), "test", "pool")
+        calls = []
+        for key in (1, 2, 3):
+            call = new_call()
+            call.record = record
+            call.lease = tracker.checkout(record, key, _Conn())
+            calls.append(call)
+        tracker.checkin(record, 2)  # returned before its response: nothing attached
+        response = _Response(403, [(b"Content-Type", b"text/html"), (b"Content-Length", b"9")])
+        hooks.responded(calls[0], response)
+        hooks.responded(calls[1], response)
+        hooks.responded(calls[2], object())  # no status: our fault, counted, never raised
+        hooks.responded(new_call(), response)  # no lease: nothing to do
+        owner = calls[0].lease.owner_ref  # type: ignore[union-attr]
+        seen.append(
+            (
+                calls[0].lease.response,  # type: ignore[union-attr]
+                owner is not None and owner() is response.stream,
+                calls[1].lease.response,  # type: ignore[union-attr]
+                calls[2].lease.response,  # type: ignore[union-attr]
+                dict(tracker.internal_errors),
+            )
+        )
+    assert seen[0] == seen[1]
+    facts = ResponseFacts(status=403, content_type="text/html", content_length=9)
+    assert seen[0] == (facts, True, None, None, {"httpx.response": 1})
+
+
 @needs_c
 def test_attach_response_in_c_sets_what_python_sets() -> None:
     results = []

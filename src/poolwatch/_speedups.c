@@ -1182,6 +1182,43 @@ httpcore_responded(PyObject *const *state, PyObject *lease, PyObject *response)
     return done == NULL ? -1 : 0;
 }
 
+/* httpcore_responded(error, state, call, response): Hooks.responded, for the Python wrappers
+ * (the async handle_async_request; the sync one where it runs): what HANDLE does once the pool
+ * has returned the response. Our errors go to error("httpx.response", exc). */
+static PyObject *
+sp_httpcore_responded(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4 || !PyTuple_CheckExact(args[1]) ||
+        PyTuple_GET_SIZE(args[1]) != N_HANDLE_STATE || !Py_IS_TYPE(args[2], &CallType)) {
+        PyErr_SetString(PyExc_TypeError, "httpcore_responded(error, state, call, response)");
+        return NULL;
+    }
+    PyObject *lease = ((CallObject *)args[2])->lease;
+    if (lease == NULL || lease == Py_None || !PyList_Check(lease) ||
+        PyList_GET_SIZE(lease) != N_FIELDS)
+        Py_RETURN_NONE;
+    Py_INCREF(lease);
+    int failed = httpcore_responded(&PyTuple_GET_ITEM(args[1], 0), lease, args[3]);
+    Py_DECREF(lease);
+    if (failed < 0) {
+        if (!PyErr_ExceptionMatches(PyExc_Exception))
+            return NULL;
+        PyObject *type, *value, *traceback;
+        PyErr_Fetch(&type, &value, &traceback);
+        PyErr_NormalizeException(&type, &value, &traceback);
+        if (traceback != NULL)
+            PyException_SetTraceback(value, traceback);
+        PyObject *done = PyObject_CallFunctionObjArgs(args[0], W_response, value, NULL);
+        Py_XDECREF(type);
+        Py_XDECREF(value);
+        Py_XDECREF(traceback);
+        if (done == NULL)
+            return NULL;
+        Py_DECREF(done);
+    }
+    Py_RETURN_NONE;
+}
+
 /* handle_request(pool, request): the call's Call in the ContextVar while the pool works. */
 static PyObject *
 httpcore_handle(HookObject *hook, PyObject *const *args, size_t nargsf)
@@ -1509,6 +1546,8 @@ static PyMethodDef methods[] = {
      "checkin(tracker, pending, pool, key, how='returned')."},
     {"set_owner", (PyCFunction)(void (*)(void))sp_set_owner, METH_FASTCALL,
      "set_owner(pending, record, owner): Tracker.set_owner."},
+    {"httpcore_responded", (PyCFunction)(void (*)(void))sp_httpcore_responded, METH_FASTCALL,
+     "httpcore_responded(error, state, call, response): _httpx.Hooks.responded."},
     {"attach_response", (PyCFunction)(void (*)(void))sp_attach_response, METH_FASTCALL,
      "attach_response(record, facts): Tracker.attach_response."},
     {"find_pool", (PyCFunction)(void (*)(void))sp_find_pool, METH_FASTCALL,

@@ -31,6 +31,7 @@ import sys
 import weakref
 from collections.abc import Callable
 from contextvars import ContextVar
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from .._models import ResponseFacts
@@ -180,6 +181,20 @@ class Hooks:
         self.tracker = tracker
         self.pool_timeout = pool_timeout
         self.current: ContextVar[Call | None] = ContextVar("poolwatch_httpcore_call")
+        # What the C hooks are given: (var, find_pool, failed, attach_response, set_owner, facts)
+        self.state = (
+            self.current,
+            tracker.find_pool,
+            self.failed,
+            tracker.attach_response,
+            tracker.set_owner,
+            response_facts,
+        )
+        self.responded: Callable[[Call, Any], None] = self._responded
+        if speedups is not None:
+            self.responded = partial(
+                speedups.httpcore_responded, tracker.internal_error, self.state
+            )
 
     def enter(self, pool: Any, request: Any) -> Call | None:
         """A request enters a pool seen for the first time: register it."""
@@ -275,6 +290,21 @@ class Hooks:
         message = str(exc)
         exc.args = (f"{message}\n{text}" if message else text,)
 
+    def _responded(self, call: Call, response: Any) -> None:
+        """``responded``: the pool returned ``response`` for the call's lease (C where the hot
+        path is). Its stream owns the lease; its facts are computed only if the lease is ever
+        read: nearly all are returned a moment later."""
+        lease = call.lease
+        if lease is None:
+            return
+        tracker = self.tracker
+        try:
+            if _live(lease):
+                tracker.attach_response(lease, (response_facts, response.status, response.headers))
+                tracker.set_owner(lease, response.stream)
+        except Exception as exc:
+            tracker.internal_error("httpx.response", exc)
+
     def failed(self, call: Call, exc: BaseException) -> None:
         """The request failed after the pool's own cleanup: clean, or an orphaned connection."""
         tracker = self.tracker
@@ -320,16 +350,9 @@ class Hooks:
     def handle_sync(self, wrapper: Any, original: Any) -> Any:
         """What replaces ``ConnectionPool.handle_request``: its C twin where this build has one
         (``_speedups.c``), which runs ``wrapper`` for every case it does not handle itself."""
-        tracker = self.tracker
-        state = (
-            self.current,
-            tracker.find_pool,
-            self.failed,
-            tracker.attach_response,
-            tracker.set_owner,
-            response_facts,
+        return hook(
+            original, wrapper, self.tracker, "httpx.failed", "httpcore_handle", state=self.state
         )
-        return hook(original, wrapper, tracker, "httpx.failed", "httpcore_handle", state=state)
 
     def wait(self, wrapper: Any, original: Any) -> Any:
         """What replaces ``wait_for_connection`` (a plain function for both pools, see

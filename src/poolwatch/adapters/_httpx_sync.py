@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ._base import hook, wraps
-from ._httpx import Call, new_call, response_facts
+from ._httpx import Call, new_call
 
 if TYPE_CHECKING:
     from ._base import Patcher
@@ -62,17 +62,7 @@ def hook_sync(patcher: Patcher, hooks: Hooks) -> None:
             raise
         finally:
             current.reset(token)
-        lease = call.lease
-        if lease is not None:
-            try:
-                if lease.pool.leases.get(lease.key) is lease:
-                    # The response's stream owns the lease. Its facts are computed only if the
-                    # lease is ever read: nearly all are returned a moment later.
-                    facts = (response_facts, response.status, response.headers)
-                    tracker.attach_response(lease, facts)
-                    tracker.set_owner(lease, response.stream)
-            except Exception as exc:
-                tracker.internal_error("httpx.response", exc)
+        hooks.responded(call, response)
         return response
 
     def wait_for_connection(self: Any, timeout: float | None = None) -> Any:
