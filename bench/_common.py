@@ -8,7 +8,7 @@ import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
 
-__all__ = ["Timings", "alternate", "print_table", "time_calls"]
+__all__ = ["Timings", "alternate", "print_table", "print_wall_and_cpu", "time_calls"]
 
 
 def time_calls(fn: Callable[[], object], n: int) -> tuple[float, float]:
@@ -119,3 +119,27 @@ def print_table(
         if limit is not None and name != baseline:
             flag = "  ok" if ratio <= limit else f"  OVER {limit}"
         print(f"  {name:<44} {value * scale:>10.2f} {ratio:>8.3f}{flag}")
+
+
+def print_wall_and_cpu(
+    title: Callable[[str], str],
+    rows: Mapping[str, str],
+    result: Timings,
+    per_call: int = 1,
+    limit: float | None = 1.03,
+) -> None:
+    """Two tables from one ``alternate`` run: wall time, then the process's CPU time.
+
+    ``rows`` maps each variant to its label, the baseline first; ``title(what)`` names a table;
+    ``per_call`` divides the times (requests per call); ratios are ``Timings.ratio``'s.
+    """
+    assert result.cpu is not None, "print_wall_and_cpu needs alternate()'s CPU times"
+    baseline, *others = rows
+    for what, figures in (("wall time", result), ("client CPU time", result.cpu)):
+        print_table(
+            title(what),
+            [(label, figures[name] / per_call) for name, label in rows.items()],
+            baseline=rows[baseline],
+            limit=limit,
+            ratios={rows[name]: figures.ratio(name, baseline) for name in others},
+        )

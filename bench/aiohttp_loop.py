@@ -19,28 +19,19 @@ machine wall time also carries the server's scheduling, CPU time only what the c
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
 from typing import Any
 
 import aiohttp
 from opentelemetry.instrumentation.aiohttp_client import AioHttpClientInstrumentor
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
 import poolwatch
 
-from ._common import alternate, print_table
+from ._common import alternate, print_wall_and_cpu
+from ._otel import tracer_provider
 
 REQUESTS_PER_CALL = 200
 CALLS = 5
 ROUNDS = 22
-
-
-class _DropExporter(SpanExporter):
-    """Accepts and forgets spans: the instrumentation's cost without an exporter's I/O."""
-
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        return SpanExportResult.SUCCESS
 
 
 def main() -> None:
@@ -50,8 +41,7 @@ def main() -> None:
     poolwatch.uninstrument()
     url, stop = start()
     loop = asyncio.new_event_loop()
-    provider = TracerProvider()
-    provider.add_span_processor(BatchSpanProcessor(_DropExporter()))
+    provider = tracer_provider()
     otel = AioHttpClientInstrumentor()
     state: dict[str, Any] = {}
 
@@ -103,23 +93,21 @@ def main() -> None:
     }
     try:
         result = alternate(variants, calls=CALLS, rounds=ROUNDS, setup=setup, teardown=teardown)
-        assert result.cpu is not None
         rows = {
             "plain": "aiohttp plain",
             "poolwatch": "aiohttp + poolwatch (call sites on)",
             "otel": "aiohttp + OpenTelemetry aiohttp-client",
         }
-        for what, figures in (("wall time", result), ("client CPU time", result.cpu)):
-            per_request = {name: value / REQUESTS_PER_CALL for name, value in figures.items()}
-            print_table(
+        print_wall_and_cpu(
+            lambda what: (
                 f"aiohttp: keep-alive GET loop on 127.0.0.1, {what} per request (median of "
                 f"{ROUNDS} alternated rounds x {CALLS * REQUESTS_PER_CALL} requests; ratio: "
-                "median of blocks of two rounds' own ratios)",
-                [(label, per_request[name]) for name, label in rows.items()],
-                baseline=rows["plain"],
-                limit=1.03,
-                ratios={rows[n]: figures.ratio(n, "plain") for n in ("poolwatch", "otel")},
-            )
+                "median of blocks of two rounds' own ratios)"
+            ),
+            rows,
+            result,
+            per_call=REQUESTS_PER_CALL,
+        )
     finally:
         loop.close()
         provider.shutdown()

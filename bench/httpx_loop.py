@@ -21,18 +21,18 @@ server's scheduling on this machine's other core, CPU time only what the client 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import httpcore
 import httpx
 from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace import TracerProvider
 
 import poolwatch
 
-from ._common import Timings, alternate, print_table
+from ._common import Timings, alternate, print_wall_and_cpu
+from ._otel import tracer_provider
 from ._server import RESPONSE
 
 REQUESTS_PER_CALL = 200
@@ -97,13 +97,6 @@ def _async_client(in_memory: bool) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=transport)
 
 
-class _DropExporter(SpanExporter):
-    """Accepts and forgets spans: the instrumentation's cost without an exporter's I/O."""
-
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        return SpanExportResult.SUCCESS
-
-
 def _switches(provider: TracerProvider) -> dict[str, tuple[Callable[[], Any], Callable[[], Any]]]:
     otel = HTTPXClientInstrumentor()
     return {
@@ -120,18 +113,16 @@ def _table(kind: str, result: Timings, in_memory: bool) -> None:
         "poolwatch": f"httpx {kind} + poolwatch (call sites on)",
         "otel": f"httpx {kind} + OpenTelemetry httpx",
     }
-    assert result.cpu is not None
-    for what, figures in (("wall time", result), ("client CPU time", result.cpu)):
-        per_request = {name: value / REQUESTS_PER_CALL for name, value in figures.items()}
-        print_table(
+    print_wall_and_cpu(
+        lambda what: (
             f"httpx {kind}: keep-alive GET loop {where}, {what} per request (median of "
             f"{ROUNDS} alternated rounds x {CALLS * REQUESTS_PER_CALL} requests; ratio: median "
-            "of blocks of two rounds' own ratios)",
-            [(label, per_request[name]) for name, label in rows.items()],
-            baseline=rows["plain"],
-            limit=1.03,
-            ratios={rows[n]: figures.ratio(n, "plain") for n in ("poolwatch", "otel")},
-        )
+            "of blocks of two rounds' own ratios)"
+        ),
+        rows,
+        result,
+        per_call=REQUESTS_PER_CALL,
+    )
 
 
 def _sync_loop(url: str, provider: TracerProvider, in_memory: bool) -> None:
@@ -200,8 +191,7 @@ def main() -> None:
     was = poolwatch.instrumented()
     poolwatch.uninstrument()
     url, stop = start()
-    provider = TracerProvider()
-    provider.add_span_processor(BatchSpanProcessor(_DropExporter()))
+    provider = tracer_provider()
     try:
         for in_memory in (False, True):
             _sync_loop(url, provider, in_memory)

@@ -1,26 +1,37 @@
 """Issue 2's figures: request-loop overhead of the urllib3 hooks, and the tracker's own cost.
 
 Table 1: a keep-alive GET loop with requests and with urllib3 against a fast local server,
-plain vs instrumented, alternated in one run (target: ratio <= 1.03, call sites on).
+plain vs poolwatch vs OpenTelemetry's own requests / urllib3 instrumentation (the peer users
+already run, see bench/_otel.py), alternated in one run (target: ratio <= 1.03, call sites on,
+and below the peer), in wall and client CPU time.
 Table 2: the tracker's checkout+checkin against urllib3's own _get_conn+_put_conn
 (target: <= 0.5x).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import requests
 import urllib3
+from opentelemetry.instrumentation.requests import RequestsInstrumentor
+from opentelemetry.instrumentation.urllib3 import URLLib3Instrumentor
 
 import poolwatch
 from poolwatch import Tracker
 
-from ._common import alternate, print_table
+from ._common import alternate, print_table, print_wall_and_cpu
+from ._otel import tracer_provider
 from ._server import start
+
+ROUNDS = 16
 
 
 def _request_loops(url: str) -> None:
     session = requests.Session()
     http = urllib3.PoolManager(maxsize=1)
+    provider = tracer_provider()
 
     def requests_get() -> None:
         session.get(url).content  # noqa: B018 - read the body so the connection returns
@@ -28,27 +39,47 @@ def _request_loops(url: str) -> None:
     def urllib3_get() -> None:
         http.request("GET", url).data  # noqa: B018
 
-    on = {"instrumented": lambda: poolwatch.instrument("urllib3")}
-    off = {"instrumented": lambda: poolwatch.uninstrument("urllib3")}
-    for name, fn in (("requests", requests_get), ("urllib3", urllib3_get)):
-        result = alternate(
-            {"plain": fn, "instrumented": fn}, calls=2000, rounds=16, setup=on, teardown=off
+    peers = (
+        ("requests", requests_get, RequestsInstrumentor(), "OpenTelemetry requests"),
+        ("urllib3", urllib3_get, URLLib3Instrumentor(), "OpenTelemetry urllib3"),
+    )
+    try:
+        for name, fn, otel, otel_label in peers:
+            _request_loop(name, fn, otel, otel_label, provider)
+    finally:
+        provider.shutdown()
+        session.close()
+        http.clear()
+
+
+def _request_loop(
+    name: str, fn: Callable[[], None], otel: Any, otel_label: str, provider: Any
+) -> None:
+    def otel_on() -> None:
+        otel.instrument(tracer_provider=provider)
+
+    def title(what: str) -> str:
+        return (
+            f"{name}: keep-alive GET loop on 127.0.0.1, {what} (median of {ROUNDS} alternated "
+            "rounds x 2000; ratio: median of blocks of two rounds' own ratios)"
         )
-        assert result.cpu is not None
-        for what, figures in (("wall time", result), ("client CPU time", result.cpu)):
-            print_table(
-                f"{name}: keep-alive GET loop on 127.0.0.1, {what} (median of 16 alternated "
-                "rounds x 2000; ratio: median of blocks of two rounds' own ratios)",
-                [
-                    (f"{name} plain", figures["plain"]),
-                    (f"{name} + poolwatch", figures["instrumented"]),
-                ],
-                baseline=f"{name} plain",
-                limit=1.03,
-                ratios={f"{name} + poolwatch": figures.ratio("instrumented", "plain")},
-            )
-    session.close()
-    http.clear()
+
+    result = alternate(
+        {"plain": fn, "instrumented": fn, "otel": fn},
+        calls=2000,
+        rounds=ROUNDS,
+        setup={"instrumented": lambda: poolwatch.instrument("urllib3"), "otel": otel_on},
+        teardown={
+            "instrumented": lambda: poolwatch.uninstrument("urllib3"),
+            "otel": otel.uninstrument,
+        },
+    )
+    rows = {
+        "plain": f"{name} plain",
+        "instrumented": f"{name} + poolwatch",
+        "otel": f"{name} + {otel_label}",
+    }
+    print_wall_and_cpu(title, rows, result)
 
 
 def _tracker_cost(url: str) -> None:
