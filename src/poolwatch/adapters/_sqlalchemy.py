@@ -203,6 +203,11 @@ class _SiteFinder:
         return tuple(stack)
 
 
+#: Python 3.15 may keep a weakref to an object in a cycle alive while its finalizers run
+#: (cpython gh-135552); before it, a dead weak reference is the whole sign.
+_WEAKREF_MAY_OUTLIVE_FINALIZER = sys.version_info >= (3, 15)
+
+
 def _collected(lease: LeaseRecord) -> bool:
     """True when the lease's fairy was collected: the checkin comes from its finalizer."""
     ref = lease.connection
@@ -211,9 +216,10 @@ def _collected(lease: LeaseRecord) -> bool:
     fairy = ref()
     if fairy is None:
         return True
-    # Python 3.15 may keep a weakref to an object in a cycle alive while its finalizers run
-    # (cpython gh-135552): a fairy whose finalizer has fired but which still holds its record
-    # is being collected too. (A cancelled reset detaches the record first: not the GC.)
+    if not _WEAKREF_MAY_OUTLIVE_FINALIZER:
+        return False
+    # A fairy whose finalizer has fired but which still holds its record is being collected
+    # too. (A cancelled reset detaches the record first: not the GC.)
     finalizer = getattr(fairy, "_finalizer", None)
     return (
         finalizer is not None
@@ -238,8 +244,7 @@ class SQLAlchemyAdapter(Adapter):
         from sqlalchemy.pool import Pool, QueuePool
 
         find_pool = tracker.find_pool
-        lease_of = tracker.lease_of
-        capture = tracker.capture
+        capture = tracker.callsites.capture
         sites = _SiteFinder(tracker.callsites, tracker.stack_depth)
 
         def record_of(pool: Any) -> PoolRecord:
@@ -256,14 +261,14 @@ class SQLAlchemyAdapter(Adapter):
             try:
                 record = record_of(fairy._pool)
                 key = id(connection_record)
-                lease = lease_of(record, key)
+                lease = record.leases.get(key)
                 if (
                     lease is not None
                     and lease.connection is not None
                     and lease.connection() is fairy
                 ):
                     return  # a listener after ours raised DisconnectionError: the same checkout
-                site = capture()
+                site = capture(tracker.stack_depth, 1)  # 1: this listener
                 if site[0] is UNKNOWN_CALLSITE or site[0].filename.startswith("<sqlalchemy"):
                     site = sites.find(sys._getframe(1)) or site
                 tracker.checkout(record, key, fairy, site)
@@ -275,7 +280,7 @@ class SQLAlchemyAdapter(Adapter):
             if record is None:
                 return
             key = id(connection_record)
-            lease = lease_of(record, key)
+            lease = record.leases.get(key)
             if lease is None:
                 return
             if _collected(lease):
@@ -316,7 +321,7 @@ class SQLAlchemyAdapter(Adapter):
                 if self._max_overflow > -1 and self._overflow >= self._max_overflow:
                     queue = getattr(self._pool, "queue", None)
                     if queue is not None and not queue:
-                        token = tracker.wait_begin(record_of(self), capture())
+                        token = tracker.wait_begin(record_of(self), capture(tracker.stack_depth, 1))
             except Exception as exc:
                 tracker.internal_error("sqlalchemy.wait", exc)
             try:
