@@ -197,10 +197,10 @@ class Hooks:
             )
 
     def enter(self, pool: Any, request: Any) -> Call | None:
-        """A request enters a pool seen for the first time: register it."""
+        """A request enters a pool seen for the first time (the wrappers looked): register it."""
         tracker = self.tracker
         try:
-            record = tracker.find_pool(pool) or tracker.pool(
+            record = tracker.pool(
                 pool,
                 "httpx",
                 _origin(request),
