@@ -989,7 +989,7 @@ typedef struct {
 /* The pending exception goes to error(where, exc) if it is an Exception; 0 then. Anything
  * else (KeyboardInterrupt, SystemExit) stays raised, as `except Exception` would leave it: -1. */
 static int
-hook_report_at(HookObject *hook, PyObject *where)
+report_error(PyObject *error, PyObject *where)
 {
     if (!PyErr_ExceptionMatches(PyExc_Exception))
         return -1;
@@ -998,15 +998,20 @@ hook_report_at(HookObject *hook, PyObject *where)
     PyErr_NormalizeException(&type, &value, &traceback);
     if (traceback != NULL && value != NULL)
         PyException_SetTraceback(value, traceback);
-    PyObject *done = PyObject_CallFunctionObjArgs(hook->error, where, value ? value : Py_None,
-                                                  NULL);
+    PyObject *done = PyObject_CallFunctionObjArgs(error, where, value ? value : Py_None, NULL);
     if (done == NULL)
-        PyErr_WriteUnraisable(hook->error);
+        PyErr_WriteUnraisable(error);
     Py_XDECREF(done);
     Py_XDECREF(type);
     Py_XDECREF(value);
     Py_XDECREF(traceback);
     return 0;
+}
+
+static int
+hook_report_at(HookObject *hook, PyObject *where)
+{
+    return report_error(hook->error, where);
 }
 
 static int
@@ -1200,22 +1205,8 @@ sp_httpcore_responded(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_INCREF(lease);
     int failed = httpcore_responded(&PyTuple_GET_ITEM(args[1], 0), lease, args[3]);
     Py_DECREF(lease);
-    if (failed < 0) {
-        if (!PyErr_ExceptionMatches(PyExc_Exception))
-            return NULL;
-        PyObject *type, *value, *traceback;
-        PyErr_Fetch(&type, &value, &traceback);
-        PyErr_NormalizeException(&type, &value, &traceback);
-        if (traceback != NULL)
-            PyException_SetTraceback(value, traceback);
-        PyObject *done = PyObject_CallFunctionObjArgs(args[0], W_response, value, NULL);
-        Py_XDECREF(type);
-        Py_XDECREF(value);
-        Py_XDECREF(traceback);
-        if (done == NULL)
-            return NULL;
-        Py_DECREF(done);
-    }
+    if (failed < 0 && report_error(args[0], W_response) < 0)
+        return NULL;
     Py_RETURN_NONE;
 }
 
