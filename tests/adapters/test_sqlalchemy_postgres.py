@@ -1,26 +1,16 @@
 """The key SQLAlchemy cases again on a real PostgreSQL server (psycopg 3, sync and asyncio).
 
-The server is Debian's PostgreSQL, initialised in a temporary directory with a password
-(scram-sha-256) and started on 127.0.0.1 on a free port, as ``nobody`` when the tests run as
-root (PostgreSQL refuses to run as root). Skipped when no PostgreSQL server is installed.
+The server is Debian's PostgreSQL on 127.0.0.1 (``tests/_postgres.py``). Skipped when no
+PostgreSQL server is installed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
-import glob
-import os
-import shutil
-import signal
-import socket
-import subprocess
-import tempfile
-import time
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -33,6 +23,7 @@ import poolwatch
 from poolwatch import Tracker
 
 from .._helpers import line_after, pool_of
+from .._postgres import PostgresUnavailable, running_postgres
 from .test_sqlalchemy import take, take_and_drop, take_and_drop_async, take_async
 
 LEAK = pytest.mark.allow_leaks(reason="leaks on purpose to check what poolwatch reports")
@@ -54,84 +45,14 @@ class Postgres:
         return f"127.0.0.1:{self.port}/postgres"
 
 
-def _bindir() -> Path | None:
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-    if found:
-        return Path(found[-1]).parent
-    initdb = shutil.which("initdb")
-    return Path(initdb).parent if initdb else None
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @pytest.fixture(scope="module")
 def postgres() -> Iterator[Postgres]:
     """A real PostgreSQL on 127.0.0.1 with password auth, in a temp dir, stopped afterwards."""
-    bindir = _bindir()
-    if bindir is None:
-        pytest.skip("PostgreSQL server binaries not installed (apt-get install postgresql)")
-    # PostgreSQL refuses to run as root: drop to nobody for initdb and the server.
-    as_user = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
-    if os.geteuid() != 0:
-        as_user = []
-    elif shutil.which("setpriv") is None:
-        pytest.skip("running as root without setpriv: cannot start PostgreSQL as another user")
-    root = Path(tempfile.mkdtemp(prefix="poolwatch-pg-"))
-    pwfile = root / "pw"
-    pwfile.write_text(PASSWORD + "\n")
-    if as_user:
-        for path in (root, pwfile):
-            os.chown(path, 65534, 65534)
-    data = root / "data"
-    proc = None
     try:
-        initdb = [str(bindir / "initdb"), "-D", str(data), "-U", USER, "-E", "UTF8"]
-        initdb += ["--auth=scram-sha-256", f"--pwfile={pwfile}", "--no-sync"]
-        subprocess.run(
-            [*as_user, *initdb],
-            check=True,
-            capture_output=True,
-            timeout=120,
-        )
-        port = _free_port()
-        log = open(root / "log", "wb")  # noqa: SIM115 - closed in finally
-        server = [str(bindir / "postgres"), "-D", str(data), "-p", str(port), "-h", "127.0.0.1"]
-        server += ["-k", str(root), "-c", "fsync=off", "-c", "max_connections=40"]
-        proc = subprocess.Popen(
-            [*as_user, *server],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        log.close()
-        deadline = time.monotonic() + 30
-        import psycopg
-
-        while True:
-            try:
-                psycopg.connect(
-                    host="127.0.0.1", port=port, user=USER, password=PASSWORD, dbname="postgres"
-                ).close()
-                break
-            except psycopg.OperationalError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"PostgreSQL did not start: {(root / 'log').read_text()[-800:]}")
-                time.sleep(0.1)
-        yield Postgres(port)
-    finally:
-        if proc is not None:
-            # SIGINT is PostgreSQL's fast shutdown: it does not wait for clients to leave.
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
-        shutil.rmtree(root, ignore_errors=True)
+        with running_postgres(USER, PASSWORD) as port:
+            yield Postgres(port)
+    except PostgresUnavailable as exc:
+        pytest.skip(str(exc))
 
 
 @pytest.fixture
