@@ -8,6 +8,8 @@ with POOLWATCH_PURE_PYTHON=1, so the Python path keeps its own coverage.
 from __future__ import annotations
 
 import asyncio
+import functools
+import heapq
 import os
 import platform
 import sys
@@ -517,3 +519,150 @@ def test_a_returned_record_is_refilled_only_when_nobody_else_holds_it() -> None:
     assert third.connection is not None
     assert third.connection() is conn
     assert [x.seq for x in tracker.snapshot().leases] == [3]
+
+
+def _suspended_in(where: Callable[[], None]) -> Any:
+    """A greenlet suspended inside ``where`` (which switches back to its parent)."""
+    greenlet = pytest.importorskip("greenlet")
+    child = greenlet.greenlet(where)
+    child.switch()
+    return child
+
+
+def _user_switches_back() -> None:
+    import greenlet
+
+    greenlet.getcurrent().parent.switch()  # this line is the call site
+
+
+@needs_c
+def test_capture_at_walks_another_stack_as_capture_walks_this_one() -> None:
+    """capture_at(frame): the first user frame of a suspended greenlet's stack, else UNKNOWN."""
+    import greenlet
+
+    speedups = _native.speedups
+    assert speedups is not None
+    tracker = Tracker()
+    finder = tracker.callsites
+    child = _suspended_in(_user_switches_back)
+    site, stack = speedups.capture_at(finder, child.gr_frame)
+    assert (site.filename, site.function) == (__file__, "_user_switches_back")
+    assert stack == ()
+    # the same line, interned once: asked again, the same object
+    assert speedups.capture_at(finder, child.gr_frame)[0] is site
+    # library frames only: heapq, called by greenlet with no Python frame below it
+    main = greenlet.getcurrent()
+    library_only = greenlet.greenlet(functools.partial(heapq.nlargest, 1, [1], key=main.switch))
+    library_only.switch()
+    assert library_only.gr_frame.f_code.co_name == "nlargest"
+    assert speedups.capture_at(finder, library_only.gr_frame) == (UNKNOWN_CALLSITE, ())
+    library_only.throw(greenlet.GreenletExit)
+    with pytest.raises(TypeError, match=r"capture_at\(finder, frame\)"):
+        speedups.capture_at(finder, "not a frame")
+    child.throw(greenlet.GreenletExit)
+
+
+class _Record:
+    """What SQLAlchemy's _ConnectionRecord is to the listeners: it names its pool."""
+
+    def __init__(self, pool: Any) -> None:
+        self._ConnectionRecord__pool = pool
+
+
+class _Fairy:
+    """What SQLAlchemy's _ConnectionFairy is to the checkout listener."""
+
+    def __init__(self, pool: Any) -> None:
+        self._pool = pool
+
+
+def _sqlalchemy_hooks(tracker: Tracker) -> tuple[Any, Any, list[tuple[Any, ...]]]:
+    """The two SQLAlchemy listener hooks on ``tracker``, with Python listeners that record."""
+    speedups = _native.speedups
+    assert speedups is not None
+    slow: list[tuple[Any, ...]] = []
+    checkout = speedups.Hook(
+        speedups.SQLALCHEMY_CHECKOUT,
+        print,
+        lambda *args, **kwargs: slow.append(("checkout", *args, *kwargs.values())),
+        tracker.internal_error,
+        "sqlalchemy.checkout",
+        state=(
+            tracker.find_pool,
+            functools.partial(tracker.callsites.capture, 0),
+            tracker.checkout,
+            lambda: None,
+        ),
+    )
+    checkin = speedups.Hook(
+        speedups.SQLALCHEMY_CHECKIN,
+        print,
+        lambda *args, **kwargs: slow.append(("checkin", *args, *kwargs.values())),
+        tracker.internal_error,
+        "sqlalchemy.checkin",
+        state=(tracker.find_pool, tracker.checkin),
+    )
+    return checkout, checkin, slow
+
+
+@needs_c
+def test_sqlalchemy_listeners_in_c_lease_and_return_as_the_python_ones() -> None:
+    """The common case in C; a pool seen first, a record leased twice, a collected fairy and
+    keyword calls go to the Python listener."""
+    tracker = Tracker()
+    checkout, checkin, slow = _sqlalchemy_hooks(tracker)
+    pool, known = _Pool(), _Pool()
+    record = _Record(known)
+    pool_record = tracker.pool(known, "sqlalchemy", "db")
+    first, unregistered = _Fairy(pool), _Record(pool)
+    checkout("dbapi", unregistered, first)  # a pool not registered: Python registers it
+    assert slow == [("checkout", "dbapi", unregistered, first)]
+    slow.clear()
+
+    fairy = _Fairy(known)
+    checkout("dbapi", record, fairy)  # this line is the call site
+    (lease,) = pool_record.leases.values()
+    assert lease.key == id(record)
+    assert lease.connection() is fairy
+    assert (lease.callsite.filename, lease.callsite.function) == (
+        __file__,
+        "test_sqlalchemy_listeners_in_c_lease_and_return_as_the_python_ones",
+    )
+    checkout("dbapi", record, fairy)  # leased already (a retried checkout): Python decides
+    assert slow == [("checkout", "dbapi", record, fairy)]
+    slow.clear()
+    checkin("dbapi", record)
+    assert (len(pool_record.leases), lease.state) == (0, "returned")
+    checkin("dbapi", record)  # nothing leased under it: nothing to do
+    assert slow == []
+
+    checkout("dbapi", record, _Fairy(known))  # the fairy dies at once
+    checkin(None, record)  # its weak reference is dead: the collector's case, for Python
+    assert slow == [("checkin", None, record)]
+    slow.clear()
+    checkout("dbapi", record, fairy=fairy)  # keywords: as SQLAlchemy never calls, Python
+    checkin(None, record=record)
+    assert slow == [("checkout", "dbapi", record, fairy), ("checkin", None, record)]
+    slow.clear()
+
+    tracker.checkin(pool_record, id(record))  # what the Python listener would have done
+    checkout("dbapi", record, fairy)
+    (lease,) = pool_record.leases.values()
+    checkin(None, record)  # a live fairy whose DBAPI connection is gone: discarded
+    assert (slow, lease.state, len(pool_record.leases)) == ([], "discarded", 0)
+
+
+@needs_c
+def test_sqlalchemy_listeners_in_c_count_their_faults_and_never_raise_them() -> None:
+    tracker = Tracker()
+    checkout, checkin, slow = _sqlalchemy_hooks(tracker)
+    known = _Pool()
+    tracker.pool(known, "sqlalchemy", "db")
+    checkout("dbapi", _Record(known), object())  # no _pool attribute: our fault, counted
+    checkin("dbapi", object())  # not a _ConnectionRecord: the Python listener decides
+    assert tracker.internal_errors["sqlalchemy.checkout"] == 1
+    assert [call[0] for call in slow] == ["checkin"]
+    speedups = _native.speedups
+    assert speedups is not None
+    with pytest.raises(ValueError, match="a SQLAlchemy listener its state tuple of callables"):
+        speedups.Hook(speedups.SQLALCHEMY_CHECKIN, print, print, print, "w", state=(print,))

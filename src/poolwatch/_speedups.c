@@ -250,7 +250,7 @@ sp_forget(PyObject *module, PyObject *unused)
 /* The interned (site, stack) pair of a call point: finder._interned[(id(code), lasti)][0],
  * or, the first time, finder._intern(frame object). NULL with an exception on failure. */
 static PyObject *
-site_of(PyObject *finder, PyCodeObject *code, int lasti, Py_ssize_t depth)
+site_of_frame(PyObject *finder, PyCodeObject *code, int lasti, Py_ssize_t depth, PyObject *frame)
 {
     site_entry *entry = &SITES[slot(finder, code, lasti)];
     if (entry->finder == finder && entry->code == (PyObject *)code && entry->lasti == lasti)
@@ -272,12 +272,18 @@ site_of(PyObject *finder, PyCodeObject *code, int lasti, Py_ssize_t depth)
     }
     else if (key != NULL && !PyErr_Occurred()) {
         /* first time at this call point: Python computes and interns the site */
-        PyObject *object = frame_object(depth);
+        PyObject *object = frame != NULL ? Py_NewRef(frame) : frame_object(depth);
         result = object ? PyObject_CallMethodOneArg(finder, S_intern, object) : NULL;
         Py_XDECREF(object);
     }
     Py_DECREF(interned);
     return result;
+}
+
+static PyObject *
+site_of(PyObject *finder, PyCodeObject *code, int lasti, Py_ssize_t depth)
+{
+    return site_of_frame(finder, code, lasti, depth, NULL);
 }
 
 /* CallSiteFinder.capture(0, skip, trusted) measured from the current Python frame, the caller
@@ -354,6 +360,39 @@ sp_capture(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (numbers[0] == 0)
         return capture_from(args[0], numbers[1], numbers[2]);
     return PyObject_VectorcallMethod(S_capture_python, args, (size_t)nargs, NULL);
+}
+
+/* capture_at(finder, frame) -> (site, ()): CallSiteFinder.capture(0) from `frame` outward
+ * instead of from the caller: the first user frame, TASK_PAIR at the event loop, UNKNOWN_PAIR
+ * when the frames run out. For frames that are not the running thread's own, such as a
+ * suspended greenlet's (gr_frame): walked with the public frame API. */
+static PyObject *
+sp_capture_at(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || !PyFrame_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "capture_at(finder, frame)");
+        return NULL;
+    }
+    PyObject *finder = args[0], *result = NULL;
+    PyFrameObject *frame = (PyFrameObject *)Py_NewRef(args[1]);
+    while (frame != NULL) {
+        PyCodeObject *code = PyFrame_GetCode(frame);
+        long kind = kind_cached(finder, code);
+        if (kind == KIND_USER)
+            result = site_of_frame(finder, code, PyFrame_GetLasti(frame), 0, (PyObject *)frame);
+        else if (kind == KIND_LOOP)
+            result = Py_NewRef(TASK_PAIR);
+        Py_DECREF(code);
+        if (result != NULL || (kind == -1 && PyErr_Occurred()) || kind == KIND_USER)
+            break;
+        PyFrameObject *back = PyFrame_GetBack(frame);
+        Py_DECREF(frame);
+        frame = back;
+    }
+    if (frame == NULL)
+        return Py_NewRef(UNKNOWN_PAIR);
+    Py_DECREF(frame);
+    return result;
 }
 
 /* Run tracker._drain() when garbage-collector callbacks left work in `pending`. */
@@ -959,7 +998,9 @@ sp_attach_response(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
  *   AFTER   original(*args), then call(*bound, args[first], args[second]);
  *   BEFORE  call(*bound, args[first], args[second]), then original(*args);
  *   GUARD   original(*args) when args[0].<attr> is value, else slow(*args);
- *   HTTPCORE_HANDLE, HTTPCORE_WAIT: httpcore's per-request hooks, with a `state` tuple (below).
+ *   HTTPCORE_HANDLE, HTTPCORE_WAIT: httpcore's per-request hooks, with a `state` tuple (below);
+ *   SQLALCHEMY_CHECKOUT, SQLALCHEMY_CHECKIN: SQLAlchemy's pool event listeners, with a `state`
+ *           tuple (below); they wrap no library method: `original` is not called.
  *
  * `first` / `second` are positions in args, or names of attributes of args[0] (read when the
  * call is made). In AFTER and BEFORE, an `attr` makes the call conditional: made only when
@@ -972,7 +1013,15 @@ sp_attach_response(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
  * never reaches the library's caller; the library's own exceptions pass through unchanged.
  * Bound like a function: the type is a method descriptor, so `obj.method(...)` calls it with
  * obj first and no bound-method object. It has a __dict__ for the attributes wraps() sets. */
-enum { HOOK_AFTER, HOOK_BEFORE, HOOK_GUARD, HOOK_HTTPCORE_HANDLE, HOOK_HTTPCORE_WAIT };
+enum {
+    HOOK_AFTER,
+    HOOK_BEFORE,
+    HOOK_GUARD,
+    HOOK_HTTPCORE_HANDLE,
+    HOOK_HTTPCORE_WAIT,
+    HOOK_SQLALCHEMY_CHECKOUT,
+    HOOK_SQLALCHEMY_CHECKIN,
+};
 
 #define HOOK_MAX_BOUND 8
 
@@ -980,7 +1029,8 @@ typedef struct {
     PyObject_HEAD
     PyObject *original, *slow, *call, *bound, *miss, *attr, *value, *error, *where, *dict;
     PyObject *first_attr, *second_attr; /* NULL: the argument is args[first] / args[second] */
-    PyObject *state;                    /* the httpcore modes' tuple (see below); NULL else */
+    PyObject *state;       /* the httpcore and SQLAlchemy modes' tuple (see below); NULL else */
+    PyObject *weakreflist; /* SQLAlchemy's event registry holds its listeners weakly */
     int mode;
     Py_ssize_t first, second, needed;
     vectorcallfunc vectorcall;
@@ -1323,6 +1373,171 @@ httpcore_wait(HookObject *hook, PyObject *const *args, size_t nargsf, PyObject *
     return PyObject_Vectorcall(hook->original, args, nargsf, kwnames);
 }
 
+/* SQLAlchemy's "checkout" and "checkin" pool events: the C twins of on_checkout / on_checkin
+ * in adapters/_sqlalchemy.py, for the common case. Every other case runs the Python listener
+ * (`slow`), which stays the reference: a pool seen first, a connection record already leased (a
+ * listener after ours made SQLAlchemy retry), a call site the tracker's finder cannot see (an
+ * asyncio engine's greenlet, the ORM's generated code), a fairy collected before its checkin.
+ * Measured on a `with engine.connect(): select 1` loop against PostgreSQL, the listeners in
+ * Python cost about 6% of the client's CPU time; see bench/sqlalchemy_loop.py.
+ *
+ *   CHECKOUT  state = (find_pool, capture, checkout, parents)  args = (dbapi, record, fairy)
+ *   CHECKIN   state = (find_pool, checkin)                      args = (dbapi, record)
+ *
+ * capture() is the tracker's finder bound to its depth: called from here, the frame it starts
+ * from is SQLAlchemy's dispatch (a C listener adds none). When it finds no user frame (an
+ * asyncio engine's greenlet holds only SQLAlchemy's), parents() looks in the greenlets that
+ * switched to this one (_SiteFinder.find_in_parents), as the Python listener does. */
+enum { ST_SA_FIND_POOL, ST_SA_CAPTURE, ST_SA_CHECKOUT, ST_SA_PARENTS, N_SA_CHECKOUT_STATE };
+enum { ST_SA_CHECKIN = 1, N_SA_CHECKIN_STATE };
+static PyObject *S_pool, *S_record_pool, *S_discarded, *S_sqlalchemy_prefix, *S_filename;
+
+/* The lease of `key` in the pool of record `record`: a borrowed reference, or NULL (with an
+ * exception if the lookup failed). */
+static PyObject *
+lease_in(PyObject *record, PyObject *key)
+{
+    PyObject *leases = pool_slot(record, SLOT_LEASES);
+    if (leases == NULL)
+        return NULL;
+    PyObject *lease = NULL;
+    if (PyDict_Check(leases))
+        lease = PyDict_GetItemWithError(leases, key); /* borrowed: the dict keeps it */
+    else
+        PyErr_SetString(PyExc_TypeError, "poolwatch: pool.leases is not a dict");
+    Py_DECREF(leases);
+    return lease;
+}
+
+/* 1 when capture() found no user frame, 0 when it found one, -1 when `site` is not a pair. */
+static int
+site_unknown(PyObject *site)
+{
+    if (!PyTuple_Check(site) || PyTuple_GET_SIZE(site) < 1 || !PyTuple_Check(UNKNOWN_PAIR))
+        return -1;
+    return PyTuple_GET_ITEM(site, 0) == PyTuple_GET_ITEM(UNKNOWN_PAIR, 0);
+}
+
+/* A call site the Python listener must look for itself: SQLAlchemy's generated code (a file
+ * named `<sqlalchemy ...>`, which no library directory holds), or not a pair at all. */
+static int
+site_needs_python(PyObject *site)
+{
+    int unknown = site_unknown(site);
+    if (unknown != 0)
+        return unknown < 0;
+    PyObject *callsite = PyTuple_GET_ITEM(site, 0);
+    PyObject *filename = PyObject_GetAttr(callsite, S_filename);
+    int generated = filename == NULL || !PyUnicode_Check(filename) ||
+                    PyUnicode_Tailmatch(filename, S_sqlalchemy_prefix, 0, PY_SSIZE_T_MAX, -1) != 0;
+    Py_XDECREF(filename);
+    if (filename == NULL)
+        PyErr_Clear(); /* whatever went wrong, the Python listener looks again */
+    return generated;
+}
+
+static PyObject *
+sqlalchemy_checkout(HookObject *hook, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    if (kwnames != NULL || PyVectorcall_NARGS(nargsf) != 3)
+        return PyObject_Vectorcall(hook->slow, args, nargsf, kwnames);
+    PyObject *const *state = &PyTuple_GET_ITEM(hook->state, 0);
+    PyObject *pool = NULL, *record = NULL, *key = NULL, *site = NULL, *lease = NULL;
+    int slow = 0;
+    if ((pool = PyObject_GetAttr(args[2], S_pool)) == NULL)
+        goto out;
+    if ((record = PyObject_Vectorcall(state[ST_SA_FIND_POOL], &pool, 1, NULL)) == NULL)
+        goto out;
+    if (record == Py_None || (key = PyLong_FromVoidPtr(args[1])) == NULL) {
+        slow = record == Py_None; /* a pool seen first: the Python listener registers it */
+        goto out;
+    }
+    PyObject *held = lease_in(record, key);
+    if (held != NULL || PyErr_Occurred()) {
+        slow = held != NULL;
+        goto out;
+    }
+    if ((site = PyObject_Vectorcall(state[ST_SA_CAPTURE], NULL, 0, NULL)) == NULL)
+        goto out;
+    if (site_unknown(site) == 1) {
+        PyObject *found = PyObject_Vectorcall(state[ST_SA_PARENTS], NULL, 0, NULL);
+        if (found == NULL)
+            goto out;
+        if (found == Py_None)
+            Py_DECREF(found);
+        else
+            Py_SETREF(site, found);
+    }
+    if (site_needs_python(site)) {
+        slow = 1;
+        goto out;
+    }
+    lease = PyObject_Vectorcall(state[ST_SA_CHECKOUT],
+                                (PyObject *[]){record, key, args[2], site}, 4, NULL);
+out:
+    Py_XDECREF(pool);
+    Py_XDECREF(record);
+    Py_XDECREF(key);
+    Py_XDECREF(site);
+    if (slow)
+        return PyObject_Vectorcall(hook->slow, args, nargsf, NULL);
+    if (lease == NULL && PyErr_Occurred() && hook_report(hook) < 0)
+        return NULL;
+    Py_XDECREF(lease);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+sqlalchemy_checkin(HookObject *hook, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    if (kwnames != NULL || PyVectorcall_NARGS(nargsf) != 2)
+        return PyObject_Vectorcall(hook->slow, args, nargsf, kwnames);
+#if PY_VERSION_HEX >= 0x030F0000
+    /* A collected fairy's weak reference may outlive its finalizer (gh-135552): the Python
+     * listener tells the cases apart. */
+    return PyObject_Vectorcall(hook->slow, args, nargsf, NULL);
+#else
+    PyObject *const *state = &PyTuple_GET_ITEM(hook->state, 0);
+    PyObject *pool = NULL, *record = NULL, *key = NULL, *done = NULL;
+    int slow = 0;
+    if ((pool = PyObject_GetAttr(args[1], S_record_pool)) == NULL) {
+        /* not a _ConnectionRecord as we know it: the Python listener decides */
+        if (!PyErr_ExceptionMatches(PyExc_AttributeError))
+            goto out;
+        PyErr_Clear();
+        slow = 1;
+        goto out;
+    }
+    if ((record = PyObject_Vectorcall(state[ST_SA_FIND_POOL], &pool, 1, NULL)) == NULL ||
+        record == Py_None || (key = PyLong_FromVoidPtr(args[1])) == NULL)
+        goto out; /* None: a pool poolwatch does not follow, nothing to check in */
+    PyObject *lease = lease_in(record, key);
+    if (lease == NULL)
+        goto out;
+    /* a dead weak reference to the fairy: the collector returns it (the Python listener
+     * reports that) */
+    PyObject *ref = PyList_Check(lease) && PyList_GET_SIZE(lease) == N_FIELDS
+                        ? PyList_GET_ITEM(lease, 2)
+                        : NULL;
+    if (ref == NULL || !PyWeakref_CheckRef(ref) || PyWeakref_GET_OBJECT(ref) == Py_None) {
+        slow = 1;
+        goto out;
+    }
+    PyObject *how = args[0] == Py_None ? S_discarded : S_returned;
+    done = PyObject_Vectorcall(state[ST_SA_CHECKIN], (PyObject *[]){record, key, how}, 3, NULL);
+out:
+    Py_XDECREF(pool);
+    Py_XDECREF(record);
+    Py_XDECREF(key);
+    if (slow)
+        return PyObject_Vectorcall(hook->slow, args, nargsf, NULL);
+    if (done == NULL && PyErr_Occurred() && hook_report(hook) < 0)
+        return NULL;
+    Py_XDECREF(done);
+    Py_RETURN_NONE;
+#endif
+}
+
 static PyObject *
 hook_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
@@ -1330,6 +1545,10 @@ hook_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kw
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
     if (hook->mode == HOOK_HTTPCORE_WAIT)
         return httpcore_wait(hook, args, nargsf, kwnames);
+    if (hook->mode == HOOK_SQLALCHEMY_CHECKOUT)
+        return sqlalchemy_checkout(hook, args, nargsf, kwnames);
+    if (hook->mode == HOOK_SQLALCHEMY_CHECKIN)
+        return sqlalchemy_checkin(hook, args, nargsf, kwnames);
     if (kwnames != NULL || nargs < hook->needed)
         return PyObject_Vectorcall(hook->slow, args, nargsf, kwnames);
     if (hook->mode == HOOK_HTTPCORE_HANDLE)
@@ -1368,14 +1587,19 @@ hook_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
                                      &bound, &miss, &first_spec, &second_spec, &attr, &value,
                                      &PyTuple_Type, &state))
         return NULL;
-    /* the httpcore modes: state = (ContextVar, callables...) of the length the mode reads */
+    /* the httpcore modes: state = (ContextVar, callables...) of the length the mode reads; the
+     * SQLAlchemy modes: callables */
     int httpcore = mode == HOOK_HTTPCORE_HANDLE || mode == HOOK_HTTPCORE_WAIT;
+    int listener = mode == HOOK_SQLALCHEMY_CHECKOUT || mode == HOOK_SQLALCHEMY_CHECKIN;
     int bad_state = 0;
-    if (httpcore) {
-        Py_ssize_t want = mode == HOOK_HTTPCORE_HANDLE ? N_HANDLE_STATE : N_WAIT_STATE;
+    if (httpcore || listener) {
+        Py_ssize_t want = mode == HOOK_HTTPCORE_HANDLE     ? N_HANDLE_STATE
+                          : mode == HOOK_HTTPCORE_WAIT     ? N_WAIT_STATE
+                          : mode == HOOK_SQLALCHEMY_CHECKOUT ? N_SA_CHECKOUT_STATE
+                                                           : N_SA_CHECKIN_STATE;
         bad_state = state == NULL || PyTuple_GET_SIZE(state) != want ||
-                    !PyContextVar_CheckExact(PyTuple_GET_ITEM(state, ST_VAR));
-        for (Py_ssize_t i = 1; !bad_state && i < want; i++)
+                    (httpcore && !PyContextVar_CheckExact(PyTuple_GET_ITEM(state, ST_VAR)));
+        for (Py_ssize_t i = httpcore ? 1 : 0; !bad_state && i < want; i++)
             bad_state = !PyCallable_Check(PyTuple_GET_ITEM(state, i));
     }
     else
@@ -1404,17 +1628,19 @@ hook_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     if (bound == NULL)
         return NULL;
     if (PyTuple_GET_SIZE(bound) > HOOK_MAX_BOUND || mode < HOOK_AFTER ||
-        mode > HOOK_HTTPCORE_WAIT || bad_spec || bad_state ||
+        mode > HOOK_SQLALCHEMY_CHECKIN || bad_spec || bad_state ||
         (attr != Py_None && !PyUnicode_Check(attr)) ||
-        (mode == HOOK_GUARD ? attr == Py_None : !httpcore && !PyCallable_Check(call)) ||
+        (mode == HOOK_GUARD ? attr == Py_None
+                            : !httpcore && !listener && !PyCallable_Check(call)) ||
         !PyCallable_Check(original) || !PyCallable_Check(slow) || !PyCallable_Check(error)) {
         Py_DECREF(bound);
         PyErr_SetString(PyExc_ValueError,
                         "Hook(mode, original, slow, error, where, *, call, bound, miss, first, "
                         "second, attr, value, state): a GUARD hook needs attr, an httpcore hook "
-                        "its state tuple (a ContextVar, then callables), the others a callable "
-                        "call with at most 8 bound arguments; first and second are positions "
-                        "(0 or more) or attribute names, attr a name");
+                        "its state tuple (a ContextVar, then callables), a SQLAlchemy listener "
+                        "its state tuple of callables, the others a callable call with at most "
+                        "8 bound arguments; first and second are positions (0 or more) or "
+                        "attribute names, attr a name");
         return NULL;
     }
     HookObject *hook = (HookObject *)type->tp_alloc(type, 0);
@@ -1490,6 +1716,8 @@ static void
 hook_dealloc(HookObject *hook)
 {
     PyObject_GC_UnTrack(hook);
+    if (hook->weakreflist != NULL)
+        PyObject_ClearWeakRefs((PyObject *)hook);
     hook_clear(hook);
     Py_TYPE(hook)->tp_free((PyObject *)hook);
 }
@@ -1524,11 +1752,14 @@ static PyTypeObject HookType = {
     .tp_call = PyVectorcall_Call,
     .tp_vectorcall_offset = offsetof(HookObject, vectorcall),
     .tp_dictoffset = offsetof(HookObject, dict),
+    .tp_weaklistoffset = offsetof(HookObject, weakreflist),
     .tp_getattro = PyObject_GenericGetAttr,
     .tp_setattro = PyObject_GenericSetAttr,
 };
 
 static PyMethodDef methods[] = {
+    {"capture_at", (PyCFunction)(void (*)(void))sp_capture_at, METH_FASTCALL,
+     "capture_at(finder, frame): CallSiteFinder.capture(0) from a frame of any stack."},
     {"capture", (PyCFunction)(void (*)(void))sp_capture, METH_FASTCALL,
      "capture(finder, depth=0, skip=0, trusted=0): CallSiteFinder.capture."},
     {"checkout", (PyCFunction)(void (*)(void))sp_checkout, METH_FASTCALL,
@@ -1592,6 +1823,11 @@ intern_names(void)
     NAME(W_request, "httpx.request")
     NAME(W_response, "httpx.response")
     NAME(W_checkout, "httpx.checkout")
+    NAME(S_pool, "_pool")
+    NAME(S_record_pool, "_ConnectionRecord__pool")
+    NAME(S_discarded, "discarded")
+    NAME(S_sqlalchemy_prefix, "<sqlalchemy")
+    NAME(S_filename, "filename")
     if ((ZERO = PyLong_FromLong(0)) == NULL)
         return -1;
 #undef NAME
@@ -1622,6 +1858,8 @@ PyInit__speedups(void)
         PyModule_AddObjectRef(module, "Call", (PyObject *)&CallType) < 0 ||
         PyModule_AddIntConstant(module, "HTTPCORE_HANDLE", HOOK_HTTPCORE_HANDLE) < 0 ||
         PyModule_AddIntConstant(module, "HTTPCORE_WAIT", HOOK_HTTPCORE_WAIT) < 0 ||
+        PyModule_AddIntConstant(module, "SQLALCHEMY_CHECKOUT", HOOK_SQLALCHEMY_CHECKOUT) < 0 ||
+        PyModule_AddIntConstant(module, "SQLALCHEMY_CHECKIN", HOOK_SQLALCHEMY_CHECKIN) < 0 ||
         PyModule_AddIntConstant(module, "AFTER", HOOK_AFTER) < 0 ||
         PyModule_AddIntConstant(module, "BEFORE", HOOK_BEFORE) < 0 ||
         PyModule_AddIntConstant(module, "GUARD", HOOK_GUARD) < 0) {

@@ -5,10 +5,13 @@ BEFORE: int
 GUARD: int
 HTTPCORE_HANDLE: int
 HTTPCORE_WAIT: int
+SQLALCHEMY_CHECKOUT: int
+SQLALCHEMY_CHECKIN: int
 
 AVAILABLE: int
 
 def capture(finder: Any, depth: int = 0, skip: int = 0, trusted: int = 0, /) -> Any: ...
+def capture_at(finder: Any, frame: Any, /) -> Any: ...
 def checkout(
     tracker: Any,
     pending: Any,

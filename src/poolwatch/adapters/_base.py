@@ -151,3 +151,22 @@ def hook(original: Any, slow: Any, tracker: Tracker, where: str, mode: str, **sp
         spec.update(call=call.func, bound=call.args)
     fast = speedups.Hook(kind, original, slow, tracker.internal_error, where, **spec)
     return wraps(fast, original)
+
+
+def listener(slow: Any, tracker: Tracker, where: str, mode: str, state: tuple[Any, ...]) -> Any:
+    """What to register as a library's event listener: the Python listener ``slow``, or, where
+    this build has the C hot path, a C ``Hook`` that does the common case itself and calls
+    ``slow`` for the rest. ``mode``: "sqlalchemy_checkout" / "sqlalchemy_checkin", with the
+    ``state`` tuple ``_speedups.c`` describes. Errors go to ``tracker.internal_error`` under
+    ``where``, as ``slow``'s own do.
+    """
+    if speedups is None:
+        return slow
+    kind = {
+        "sqlalchemy_checkout": speedups.SQLALCHEMY_CHECKOUT,
+        "sqlalchemy_checkin": speedups.SQLALCHEMY_CHECKIN,
+    }[mode]
+    # No library method is wrapped: the listener stands in for `original`, never called. The
+    # hook takes its name, so it reads as the listener it stands for.
+    fast = speedups.Hook(kind, slow, slow, tracker.internal_error, where, state=state)
+    return wraps(fast, slow)

@@ -19,6 +19,11 @@ after ``instrument()``; ``uninstrument()`` removes exactly those listeners (``ev
 Asyncio engines run the pool inside a greenlet whose frames end in SQLAlchemy; the call site
 is then looked up in the suspended frames of the greenlet that switched to it (the user's
 coroutine). Frames of code SQLAlchemy generates (``<sqlalchemy generated ...>``) are skipped.
+
+The checkout and checkin listeners run on every checkout. Where this build has the C hot path
+they are C hooks (``_speedups.c``) doing the common case, and the Python listeners here, the
+reference, do the rest: a pool seen first, a retried checkout, generated code, a fairy the
+garbage collector returns.
 """
 
 from __future__ import annotations
@@ -27,11 +32,14 @@ import asyncio
 import os
 import sys
 from collections.abc import Callable
+from functools import partial
 from types import CodeType, FrameType
 from typing import TYPE_CHECKING, Any
 
+from .._callsite import TASK_CALLSITE
 from .._models import UNKNOWN_CALLSITE, CallSite
-from ._base import Adapter, wraps
+from .._native import speedups
+from ._base import Adapter, listener, wraps
 
 if TYPE_CHECKING:
     from .._callsite import CallSiteFinder
@@ -145,6 +153,10 @@ class _SiteFinder:
         self._depth = depth
         self._skip: dict[str, bool] = {}
         self._interned: dict[tuple[int, int], tuple[CallSite, CodeType]] = {}
+        # speedups.capture_at where the finder's capture is the C one and sites carry no stack
+        self._capture_at = (
+            speedups.capture_at if speedups is not None and finder.native and depth == 0 else None
+        )
 
     def _is_library(self, filename: str) -> bool:
         hit = self._skip.get(filename)
@@ -170,12 +182,28 @@ class _SiteFinder:
         found = self._walk(start)
         if found is not None:
             return found
+        return self.find_in_parents()
+
+    def find_in_parents(self) -> Site | None:
+        """The first user frame in the greenlets that switched to this one, nearest first."""
         greenlet = sys.modules.get("greenlet")
         if greenlet is None:
             return None
         outer = greenlet.getcurrent().parent
         while outer is not None:
-            found = self._walk(outer.gr_frame)
+            frame = outer.gr_frame
+            if self._capture_at is not None and frame is not None:
+                # The tracker's finder, in C: the same answer but for the event loop (a
+                # greenlet with no user frame before it) and generated code, which _walk
+                # tells apart. Its library files are a subset of _walk's: none found there
+                # means none here either.
+                pair = self._capture_at(self._finder, frame)
+                if pair[0] is UNKNOWN_CALLSITE or pair[0] is TASK_CALLSITE:
+                    outer = outer.parent
+                    continue
+                if not pair[0].filename.startswith("<sqlalchemy"):
+                    return pair  # type: ignore[no-any-return]
+            found = self._walk(frame)
             if found is not None:
                 return found
             outer = outer.parent
@@ -269,7 +297,11 @@ class SQLAlchemyAdapter(Adapter):
                 ):
                     return  # a listener after ours raised DisconnectionError: the same checkout
                 site = capture(tracker.stack_depth, 1)  # 1: this listener
-                if site[0] is UNKNOWN_CALLSITE or site[0].filename.startswith("<sqlalchemy"):
+                if site[0] is UNKNOWN_CALLSITE:
+                    # Library frames only, up to the bottom of this greenlet: an asyncio
+                    # engine's, switched to by the user's coroutine.
+                    site = sites.find_in_parents() or site
+                elif site[0].filename.startswith("<sqlalchemy"):
                     site = sites.find(sys._getframe(1)) or site
                 tracker.checkout(record, key, fairy, site)
             except Exception as exc:
@@ -342,14 +374,35 @@ class SQLAlchemyAdapter(Adapter):
                 if token is not None:
                     tracker.wait_end(token)
 
+        # The checkout and checkin listeners run on every checkout: in C where this build has
+        # it, for the common case (see _speedups.c), with the Python ones for the rest.
+        fast_checkout = listener(
+            on_checkout,
+            tracker,
+            "sqlalchemy.checkout",
+            "sqlalchemy_checkout",
+            (
+                find_pool,
+                partial(capture, tracker.stack_depth),
+                tracker.checkout,
+                sites.find_in_parents,
+            ),
+        )
+        fast_checkin = listener(
+            on_checkin,
+            tracker,
+            "sqlalchemy.checkin",
+            "sqlalchemy_checkin",
+            (find_pool, tracker.checkin),
+        )
         try:
-            for name, listener in (
-                ("checkout", on_checkout),
-                ("checkin", on_checkin),
+            for name, fn in (
+                ("checkout", fast_checkout),
+                ("checkin", fast_checkin),
                 ("detach", on_detach),
             ):
-                event.listen(Pool, name, listener)
-                self._listeners.append((name, listener))
+                event.listen(Pool, name, fn)
+                self._listeners.append((name, fn))
             self.patcher.patch(QueuePool, "_do_get", wraps(_do_get, original_get))
         except BaseException:
             self._remove_listeners()
