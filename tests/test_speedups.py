@@ -569,13 +569,6 @@ class _Record:
         self._ConnectionRecord__pool = pool
 
 
-class _Fairy:
-    """What SQLAlchemy's _ConnectionFairy is to the checkout listener."""
-
-    def __init__(self, pool: Any) -> None:
-        self._pool = pool
-
-
 def _sqlalchemy_hooks(tracker: Tracker) -> tuple[Any, Any, list[tuple[Any, ...]]]:
     """The two SQLAlchemy listener hooks on ``tracker``, with Python listeners that record."""
     speedups = _native.speedups
@@ -614,12 +607,12 @@ def test_sqlalchemy_listeners_in_c_lease_and_return_as_the_python_ones() -> None
     pool, known = _Pool(), _Pool()
     record = _Record(known)
     pool_record = tracker.pool(known, "sqlalchemy", "db")
-    first, unregistered = _Fairy(pool), _Record(pool)
+    first, unregistered = _Conn(), _Record(pool)
     checkout("dbapi", unregistered, first)  # a pool not registered: Python registers it
     assert slow == [("checkout", "dbapi", unregistered, first)]
     slow.clear()
 
-    fairy = _Fairy(known)
+    fairy = _Conn()
     checkout("dbapi", record, fairy)  # this line is the call site
     (lease,) = pool_record.leases.values()
     assert lease.key == id(record)
@@ -636,7 +629,7 @@ def test_sqlalchemy_listeners_in_c_lease_and_return_as_the_python_ones() -> None
     checkin("dbapi", record)  # nothing leased under it: nothing to do
     assert slow == []
 
-    checkout("dbapi", record, _Fairy(known))  # the fairy dies at once
+    checkout("dbapi", record, _Conn())  # the fairy dies at once
     checkin(None, record)  # its weak reference is dead: the collector's case, for Python
     assert slow == [("checkin", None, record)]
     slow.clear()
@@ -658,7 +651,7 @@ def test_sqlalchemy_listeners_in_c_count_their_faults_and_never_raise_them() -> 
     checkout, checkin, slow = _sqlalchemy_hooks(tracker)
     known = _Pool()
     tracker.pool(known, "sqlalchemy", "db")
-    checkout("dbapi", _Record(known), object())  # no _pool attribute: our fault, counted
+    checkout("dbapi", object(), _Conn())  # no pool on the record: our fault, counted
     checkin("dbapi", object())  # not a _ConnectionRecord: the Python listener decides
     assert tracker.internal_errors["sqlalchemy.checkout"] == 1
     assert [call[0] for call in slow] == ["checkin"]

@@ -1390,7 +1390,7 @@ httpcore_wait(HookObject *hook, PyObject *const *args, size_t nargsf, PyObject *
  * switched to this one (_SiteFinder.find_in_parents), as the Python listener does. */
 enum { ST_SA_FIND_POOL, ST_SA_CAPTURE, ST_SA_CHECKOUT, ST_SA_PARENTS, N_SA_CHECKOUT_STATE };
 enum { ST_SA_CHECKIN = 1, N_SA_CHECKIN_STATE };
-static PyObject *S_pool, *S_record_pool, *S_discarded, *S_sqlalchemy_prefix, *S_filename;
+static PyObject *S_record_pool, *S_discarded, *S_sqlalchemy_prefix, *S_filename;
 
 /* The lease of `key` in the pool of record `record`: a borrowed reference, or NULL (with an
  * exception if the lookup failed). */
@@ -1444,7 +1444,9 @@ sqlalchemy_checkout(HookObject *hook, PyObject *const *args, size_t nargsf, PyOb
     PyObject *const *state = &PyTuple_GET_ITEM(hook->state, 0);
     PyObject *pool = NULL, *record = NULL, *key = NULL, *site = NULL, *lease = NULL;
     int slow = 0;
-    if ((pool = PyObject_GetAttr(args[2], S_pool)) == NULL)
+    /* the record's pool, as the checkin reads it: the fairy's (the same pool) would be one
+     * more attribute looked up per checkout, through its __getattr__ */
+    if ((pool = PyObject_GetAttr(args[1], S_record_pool)) == NULL)
         goto out;
     if ((record = PyObject_Vectorcall(state[ST_SA_FIND_POOL], &pool, 1, NULL)) == NULL)
         goto out;
@@ -1823,7 +1825,6 @@ intern_names(void)
     NAME(W_request, "httpx.request")
     NAME(W_response, "httpx.response")
     NAME(W_checkout, "httpx.checkout")
-    NAME(S_pool, "_pool")
     NAME(S_record_pool, "_ConnectionRecord__pool")
     NAME(S_discarded, "discarded")
     NAME(S_sqlalchemy_prefix, "<sqlalchemy")

@@ -287,7 +287,8 @@ class SQLAlchemyAdapter(Adapter):
         def on_checkout(dbapi_connection: Any, connection_record: Any, fairy: Any) -> None:
             # An exception here would fail the user's checkout: never let one out.
             try:
-                record = record_of(fairy._pool)
+                # the record's pool (the fairy's too), read as the checkin reads it
+                record = record_of(connection_record._ConnectionRecord__pool)
                 key = id(connection_record)
                 lease = record.leases.get(key)
                 if (
