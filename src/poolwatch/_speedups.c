@@ -1436,6 +1436,21 @@ site_needs_python(PyObject *site)
     return generated;
 }
 
+/* How a listener call ends: the Python listener when the case is `slow`, else None, after
+ * reporting an error of ours (`result` NULL with an exception set). */
+static PyObject *
+listener_end(HookObject *hook, PyObject *const *args, size_t nargsf, int slow, PyObject *result)
+{
+    if (slow) {
+        Py_XDECREF(result);
+        return PyObject_Vectorcall(hook->slow, args, nargsf, NULL);
+    }
+    if (result == NULL && PyErr_Occurred() && hook_report(hook) < 0)
+        return NULL;
+    Py_XDECREF(result);
+    Py_RETURN_NONE;
+}
+
 static PyObject *
 sqlalchemy_checkout(HookObject *hook, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
@@ -1481,12 +1496,7 @@ out:
     Py_XDECREF(record);
     Py_XDECREF(key);
     Py_XDECREF(site);
-    if (slow)
-        return PyObject_Vectorcall(hook->slow, args, nargsf, NULL);
-    if (lease == NULL && PyErr_Occurred() && hook_report(hook) < 0)
-        return NULL;
-    Py_XDECREF(lease);
-    Py_RETURN_NONE;
+    return listener_end(hook, args, nargsf, slow, lease);
 }
 
 static PyObject *
@@ -1531,12 +1541,7 @@ out:
     Py_XDECREF(pool);
     Py_XDECREF(record);
     Py_XDECREF(key);
-    if (slow)
-        return PyObject_Vectorcall(hook->slow, args, nargsf, NULL);
-    if (done == NULL && PyErr_Occurred() && hook_report(hook) < 0)
-        return NULL;
-    Py_XDECREF(done);
-    Py_RETURN_NONE;
+    return listener_end(hook, args, nargsf, slow, done);
 #endif
 }
 
