@@ -1,15 +1,13 @@
 """urllib3 (and so requests and botocore): hooks at ``HTTPConnectionPool``.
 
 Checkout is ``_get_conn``, checkin ``_put_conn``. On error paths urllib3 closes the connection
-and returns ``None`` in its place (``_put_conn(None)``); that is paired with the latest lease
-the same thread holds from the same pool, since ``urlopen`` runs both calls in one thread with
-no other checkout of that pool between them. ``HTTPConnection.getresponse`` gives the response
-(a method with no arguments: hooking ``_make_request`` instead cost re-packing its ten keyword
+and returns ``None`` in its place (``_put_conn(None)``); that is paired with the lease the same
+thread took last from the same pool, since ``urlopen`` runs both calls in one thread with no
+other checkout of that pool between them. ``HTTPConnection.getresponse`` gives the response (a
+method with no arguments: hooking ``_make_request`` instead cost re-packing its ten keyword
 arguments on every request). When the response holds the connection (its body is not
 preloaded), its facts go on the lease and the response becomes the lease's owner: collected
-while still leased means the slot is lost for good (see FACTS.md). The lease is found by its
-connection, first in the pool whose ``_get_conn`` ran last (urlopen's), so the request path
-stores nothing per thread.
+while still leased means the slot is lost for good (see FACTS.md).
 """
 
 from __future__ import annotations
@@ -21,7 +19,7 @@ from .._models import ResponseFacts
 from ._base import Adapter, wraps
 
 if TYPE_CHECKING:
-    from .._tracker import LeaseRecord, PoolRecord, PoolStats, Tracker
+    from .._tracker import PoolRecord, PoolStats, Tracker
 
 __all__ = ["Urllib3Adapter", "pool_name", "response_facts"]
 
@@ -89,18 +87,6 @@ def response_facts(response: Any) -> ResponseFacts:
     )
 
 
-def _is_lease_of(lease: LeaseRecord, conn: Any) -> bool:
-    ref = lease.connection
-    return ref is not None and ref() is conn
-
-
-def _latest_of_thread(record: PoolRecord) -> LeaseRecord | None:
-    """The lease this thread took last from ``record``'s pool, if it holds one."""
-    thread = threading.current_thread()
-    mine = [lease for lease in list(record.leases.values()) if lease.thread is thread]
-    return max(mine, key=lambda lease: lease.seq) if mine else None
-
-
 class Urllib3Adapter(Adapter):
     name = "urllib3"
     module = "urllib3"
@@ -112,9 +98,7 @@ class Urllib3Adapter(Adapter):
         from urllib3.exceptions import EmptyPoolError
 
         cls = connectionpool.HTTPConnectionPool
-        # The pool whose _get_conn ran last: where getresponse, which urlopen calls next on that
-        # connection, looks for its lease first. A hint, checked: any thread may overwrite it.
-        hint: list[PoolRecord | None] = [None]
+        last = threading.local()
         # The hooks run on every request: they call the tracker's hot-path methods (C where
         # this build has them) and the call-site finder directly.
         find_pool = tracker.find_pool
@@ -132,20 +116,6 @@ class Urllib3Adapter(Adapter):
                 socket_of=_socket_of,
                 idle_of=_idle_of,
             )
-
-        def lease_of(conn: Any) -> LeaseRecord | None:
-            key = id(conn)
-            first = hint[0]
-            if first is not None:
-                lease = first.leases.get(key)
-                if lease is not None and _is_lease_of(lease, conn):
-                    return lease
-            for record in tracker.iter_pools():
-                if record is not first and record.kind == "urllib3":
-                    lease = record.leases.get(key)
-                    if lease is not None and _is_lease_of(lease, conn):
-                        return lease
-            return None
 
         original_get = cls._get_conn
         original_put = cls._put_conn
@@ -176,8 +146,7 @@ class Urllib3Adapter(Adapter):
                 if token is not None:
                     tracker.wait_end(token)
             try:
-                checkout(record, id(conn), conn, site)
-                hint[0] = record
+                last.lease = checkout(record, id(conn), conn, site)
             except Exception as exc:
                 tracker.internal_error("urllib3.checkout", exc)
             return conn
@@ -188,8 +157,8 @@ class Urllib3Adapter(Adapter):
                     checkin_of(self, conn)
                 else:
                     record = find_pool(self)
-                    lease = _latest_of_thread(record) if record is not None else None
-                    if lease is not None:
+                    lease = getattr(last, "lease", None)
+                    if record is not None and lease is not None and lease.pool is record:
                         tracker.checkin_record(lease, "discarded")
             except Exception as exc:
                 tracker.internal_error("urllib3.checkin", exc)
@@ -201,8 +170,9 @@ class Urllib3Adapter(Adapter):
                 # A preloaded body was read inside getresponse and urlopen returns the
                 # connection: only an unread one (streaming) holds the connection and can leak.
                 if getattr(response, "_body", None) is None:
-                    lease = lease_of(self)
-                    if lease is not None:
+                    # _get_conn ran just before on this thread: its lease is this connection's.
+                    lease = getattr(last, "lease", None)
+                    if lease is not None and lease.key == id(self):
                         tracker.attach_response(lease, response_facts(response))
                         tracker.set_owner(lease, response)
             except Exception as exc:
