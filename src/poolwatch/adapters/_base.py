@@ -123,6 +123,14 @@ def wraps(wrapper: Any, wrapped: Any) -> Any:
     return wrapper
 
 
+def _kind(mode: str, modes: tuple[str, ...]) -> int:
+    """The C ``Hook`` mode constant named ``mode`` (its upper case), one of ``modes``."""
+    if mode not in modes or speedups is None:
+        raise ValueError(f"poolwatch: no C hook mode {mode!r} here; one of {modes}")
+    kind: int = getattr(speedups, mode.upper())
+    return kind
+
+
 def hook(original: Any, slow: Any, tracker: Tracker, where: str, mode: str, **spec: Any) -> Any:
     """What to patch in for ``original``: the Python hook ``slow``, or, where this build has the
     C hot path, a C ``Hook`` that does the common case itself and calls ``slow`` for the rest.
@@ -138,13 +146,7 @@ def hook(original: Any, slow: Any, tracker: Tracker, where: str, mode: str, **sp
     slow = wraps(slow, original)
     if speedups is None:
         return slow
-    kind = {
-        "after": speedups.AFTER,
-        "before": speedups.BEFORE,
-        "guard": speedups.GUARD,
-        "httpcore_handle": speedups.HTTPCORE_HANDLE,
-        "httpcore_wait": speedups.HTTPCORE_WAIT,
-    }[mode]
+    kind = _kind(mode, ("after", "before", "guard", "httpcore_handle", "httpcore_wait"))
     call = spec.get("call")
     if isinstance(call, functools.partial) and not call.keywords:
         # The hook lays the bound arguments out itself: a partial of 7 would allocate per call.
@@ -162,10 +164,7 @@ def listener(slow: Any, tracker: Tracker, where: str, mode: str, state: tuple[An
     """
     if speedups is None:
         return slow
-    kind = {
-        "sqlalchemy_checkout": speedups.SQLALCHEMY_CHECKOUT,
-        "sqlalchemy_checkin": speedups.SQLALCHEMY_CHECKIN,
-    }[mode]
+    kind = _kind(mode, ("sqlalchemy_checkout", "sqlalchemy_checkin"))
     # No library method is wrapped: the listener stands in for `original`, never called. The
     # hook takes its name, so it reads as the listener it stands for.
     fast = speedups.Hook(kind, slow, slow, tracker.internal_error, where, state=state)
