@@ -383,6 +383,116 @@ def test_c_hooks_reject_a_spec_they_cannot_run() -> None:
         speedups.Hook(speedups.HTTPCORE_WAIT, *args, state=("not a ContextVar", print))
     with pytest.raises(ValueError, match="an httpcore hook its state tuple"):
         speedups.Hook(speedups.AFTER, *args, call=print, state=(print,))
+    with pytest.raises(ValueError, match="a RESULT hook attr and a callable call"):
+        speedups.Hook(speedups.RESULT, *args, call=print)
+    with pytest.raises(ValueError, match="a urllib3 checkout attr and its state"):
+        speedups.Hook(speedups.URLLIB3_CHECKOUT, *args, attr="block", state=(print, print))
+    with pytest.raises(ValueError, match="a urllib3 checkout attr and its state"):
+        speedups.Hook(speedups.URLLIB3_CHECKOUT, *args, state=(print, print, object()))
+
+
+class _Answer:
+    """What a hooked method returns: its ``_body`` says whether the hook's call is made."""
+
+    def __init__(self, body: Any) -> None:
+        self._body = body
+
+
+@needs_c
+def test_a_result_hook_calls_after_the_original_when_the_result_says_so() -> None:
+    """RESULT: call(args[0], result) when result.<attr> is value or missing; never else."""
+    from poolwatch.adapters._base import hook
+
+    seen: list[Any] = []
+    tracker = Tracker()
+
+    class Library:
+        fail = False  # makes the hook's call raise
+
+        def respond(self, body: Any = None) -> Any:
+            if body == "library fault":
+                raise LookupError("the library's own error")
+            answer = _Answer(body)
+            if body == "no attribute":
+                del answer._body
+            return answer
+
+    def call(library: Any, answer: Any) -> None:
+        seen.append(("call", library, answer))
+        if library.fail:
+            raise RuntimeError("poolwatch fault")
+
+    original = Library.respond
+
+    def slow(self: Any, *args: Any, **kwargs: Any) -> Any:
+        seen.append(("slow", args, tuple(kwargs)))
+        return original(self, *args, **kwargs)
+
+    Library.respond = hook(  # type: ignore[method-assign]
+        original, slow, tracker, "test.where", "result", call=call, attr="_body", value=None
+    )
+    library = Library()
+    unread = library.respond()
+    assert seen == [("call", library, unread)]
+    assert library.respond(b"read")._body == b"read"  # not None: no call
+    missing = library.respond("no attribute")  # no such attribute: the call decides
+    assert seen == [("call", library, unread), ("call", library, missing)]
+    seen.clear()
+    with pytest.raises(LookupError, match="the library's own error"):
+        library.respond("library fault")
+    assert seen == []  # nothing called after the library failed
+    assert library.respond(body=None)._body is None  # keywords: the Python hook
+    assert seen == [("slow", (), ("body",))]
+    library.fail = True
+    assert library.respond()._body is None  # the call raised: counted, never raised
+    assert tracker.internal_errors["test.where"] == 1
+
+
+@needs_c
+def test_urllib3_hooks_are_c_and_hand_a_blocking_pool_to_python() -> None:
+    """The per-request urllib3 hooks run in C; a blocking pool's checkout (its waits are timed)
+    and a pool's first checkout (it is registered) run the Python hook, which captures its call
+    site through the finder's capture; the C hook has checkout capture it."""
+    import urllib3
+    from urllib3.connection import HTTPConnection
+    from urllib3.connectionpool import HTTPConnectionPool
+
+    import poolwatch
+
+    speedups = _native.speedups
+    assert speedups is not None
+    tracker = Tracker()
+    python_captures: list[Any] = []
+    capture = tracker.callsites.capture
+
+    def spy(*args: Any) -> Any:
+        python_captures.append(args)
+        return capture(*args)
+
+    tracker.callsites.capture = spy
+    previous = poolwatch.get_tracker()
+    poolwatch.instrument(tracker=tracker)  # as the tracker fixture does
+    try:
+        hooks = [
+            vars(HTTPConnectionPool)["_get_conn"],
+            vars(HTTPConnectionPool)["_put_conn"],
+            vars(HTTPConnection)["getresponse"],
+        ]
+        assert [type(x) for x in hooks] == [speedups.Hook] * 3
+        counts = []
+        for block in (False, True):
+            pool = urllib3.HTTPConnectionPool("127.0.0.1", 9, maxsize=1, block=block)
+            for _ in range(3):
+                pool._put_conn(pool._get_conn())  # no request: no socket is opened
+            record = tracker.find_pool(pool)
+            assert record is not None
+            assert (record.checkouts, record.checkins, len(record.leases)) == (3, 3, 0)
+            counts.append(len(python_captures))
+            pool.close()
+        assert counts == [1, 4]  # non-blocking: the first sighting only; blocking: every one
+        assert dict(tracker.internal_errors) == {}
+    finally:
+        poolwatch.instrument(tracker=previous)
 
 
 @needs_c

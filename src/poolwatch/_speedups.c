@@ -998,9 +998,13 @@ sp_attach_response(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
  *   AFTER   original(*args), then call(*bound, args[first], args[second]);
  *   BEFORE  call(*bound, args[first], args[second]), then original(*args);
  *   GUARD   original(*args) when args[0].<attr> is value, else slow(*args);
+ *   RESULT  result = original(*args), then call(*bound, args[0], result) when result.<attr> is
+ *           value (or when result has no such attribute: `call` decides what that means);
  *   HTTPCORE_HANDLE, HTTPCORE_WAIT: httpcore's per-request hooks, with a `state` tuple (below);
  *   SQLALCHEMY_CHECKOUT, SQLALCHEMY_CHECKIN: SQLAlchemy's pool event listeners, with a `state`
- *           tuple (below); they wrap no library method: `original` is not called.
+ *           tuple (below); they wrap no library method: `original` is not called;
+ *   URLLIB3_CHECKOUT: urllib3's HTTPConnectionPool._get_conn, with a `state` tuple (below), when
+ *           args[0].<attr> is value, else slow(*args).
  *
  * `first` / `second` are positions in args, or names of attributes of args[0] (read when the
  * call is made). In AFTER and BEFORE, an `attr` makes the call conditional: made only when
@@ -1021,6 +1025,8 @@ enum {
     HOOK_HTTPCORE_WAIT,
     HOOK_SQLALCHEMY_CHECKOUT,
     HOOK_SQLALCHEMY_CHECKIN,
+    HOOK_RESULT,
+    HOOK_URLLIB3_CHECKOUT,
 };
 
 #define HOOK_MAX_BOUND 8
@@ -1076,32 +1082,37 @@ hook_argument(PyObject *name, Py_ssize_t index, PyObject *const *args)
     return name == NULL ? Py_NewRef(args[index]) : PyObject_GetAttr(args[0], name);
 }
 
+/* call(*bound, a, b), and miss(a, b) when that returns None: 0, or what hook_report says */
 static int
-hook_track(HookObject *hook, PyObject *const *args)
+hook_call(HookObject *hook, PyObject *a, PyObject *b)
 {
-    /* call(*bound, a, b), its bound arguments laid out here (a partial would allocate) */
+    /* its bound arguments laid out here (a partial would allocate) */
     PyObject *stack[HOOK_MAX_BOUND + 2];
     Py_ssize_t n = PyTuple_GET_SIZE(hook->bound);
     for (Py_ssize_t i = 0; i < n; i++)
         stack[i] = PyTuple_GET_ITEM(hook->bound, i);
-    PyObject *result = NULL;
-    PyObject *a = hook_argument(hook->first_attr, hook->first, args);
-    PyObject *b = a == NULL ? NULL : hook_argument(hook->second_attr, hook->second, args);
-    if (b != NULL) {
-        stack[n] = a;
-        stack[n + 1] = b;
-        result = PyObject_Vectorcall(hook->call, stack, n + 2, NULL);
-        if (result == Py_None && hook->miss != Py_None) {
-            Py_DECREF(result);
-            result = PyObject_Vectorcall(hook->miss, stack + n, 2, NULL);
-        }
+    stack[n] = a;
+    stack[n + 1] = b;
+    PyObject *result = PyObject_Vectorcall(hook->call, stack, n + 2, NULL);
+    if (result == Py_None && hook->miss != Py_None) {
+        Py_DECREF(result);
+        result = PyObject_Vectorcall(hook->miss, stack + n, 2, NULL);
     }
-    Py_XDECREF(a);
-    Py_XDECREF(b);
     if (result == NULL)
         return hook_report(hook);
     Py_DECREF(result);
     return 0;
+}
+
+static int
+hook_track(HookObject *hook, PyObject *const *args)
+{
+    PyObject *a = hook_argument(hook->first_attr, hook->first, args);
+    PyObject *b = a == NULL ? NULL : hook_argument(hook->second_attr, hook->second, args);
+    int done = b == NULL ? hook_report(hook) : hook_call(hook, a, b);
+    Py_XDECREF(a);
+    Py_XDECREF(b);
+    return done;
 }
 
 /* args[0].<attr> is value: 1 yes, 0 no, -1 the attribute is missing (-2 with an error that
@@ -1545,6 +1556,73 @@ out:
 #endif
 }
 
+/* urllib3's HTTPConnectionPool._get_conn(pool, timeout=None), passed on as urlopen calls it
+ * (the timeout by keyword): the C twin of the Python hook in adapters/_urllib3.py for a pool
+ * seen before that does not block (`block` False: urllib3's and requests' default). A blocking
+ * pool (whose waits are timed, and whose exhaustion is counted) and a pool seen first run the
+ * Python hook. Measured with cachegrind on a keep-alive loop, the Python hooks' dispatch was
+ * the largest part of what poolwatch added to a urllib3 request.
+ *
+ *   state = (find_pool, checkout, last)
+ *
+ * checkout(record, key, connection) captures the call site itself, from urlopen's frame (a C
+ * hook adds none). `last` is the thread-local whose `lease` the getresponse and _put_conn hooks
+ * read: the lease this thread took last. */
+enum { ST_U3_FIND_POOL, ST_U3_CHECKOUT, ST_U3_LAST, N_U3_STATE };
+static PyObject *S_lease;
+
+static PyObject *
+urllib3_checkout(HookObject *hook, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    if (PyVectorcall_NARGS(nargsf) < 1)
+        return PyObject_Vectorcall(hook->slow, args, nargsf, kwnames);
+    int is = hook_condition(hook, args);
+    if (is == -2)
+        return NULL;
+    if (is != 1)
+        return PyObject_Vectorcall(hook->slow, args, nargsf, kwnames);
+    PyObject *const *state = &PyTuple_GET_ITEM(hook->state, 0);
+    PyObject *record = PyObject_Vectorcall(state[ST_U3_FIND_POOL], args, 1, NULL);
+    if (record == Py_None) { /* a pool seen first: the Python hook registers it */
+        Py_DECREF(record);
+        return PyObject_Vectorcall(hook->slow, args, nargsf, kwnames);
+    }
+    if (record == NULL) { /* the request goes on untracked */
+        if (hook_report(hook) < 0)
+            return NULL;
+        return PyObject_Vectorcall(hook->original, args, nargsf, kwnames);
+    }
+    PyObject *conn = PyObject_Vectorcall(hook->original, args, nargsf, kwnames);
+    if (conn == NULL) {
+        Py_DECREF(record);
+        return NULL;
+    }
+    PyObject *key = PyLong_FromVoidPtr(conn);
+    PyObject *lease = key ? PyObject_Vectorcall(state[ST_U3_CHECKOUT],
+                                                (PyObject *[]){record, key, conn}, 3, NULL)
+                          : NULL;
+    int failed = lease == NULL || PyObject_SetAttr(state[ST_U3_LAST], S_lease, lease) < 0;
+    Py_XDECREF(lease);
+    Py_XDECREF(key);
+    Py_DECREF(record);
+    if (failed && hook_report(hook) < 0)
+        Py_CLEAR(conn); /* not an Exception (KeyboardInterrupt): it goes on */
+    return conn;
+}
+
+/* RESULT: the original, then call(args[0], result) when result.<attr> is value */
+static PyObject *
+hook_result(HookObject *hook, PyObject *const *args, size_t nargsf)
+{
+    PyObject *result = PyObject_Vectorcall(hook->original, args, nargsf, NULL);
+    if (result == NULL)
+        return NULL;
+    int is = hook_condition(hook, &result);
+    if (is == -2 || (is != 0 && hook_call(hook, args[0], result) < 0))
+        Py_CLEAR(result);
+    return result;
+}
+
 static PyObject *
 hook_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
@@ -1556,10 +1634,14 @@ hook_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kw
         return sqlalchemy_checkout(hook, args, nargsf, kwnames);
     if (hook->mode == HOOK_SQLALCHEMY_CHECKIN)
         return sqlalchemy_checkin(hook, args, nargsf, kwnames);
+    if (hook->mode == HOOK_URLLIB3_CHECKOUT)
+        return urllib3_checkout(hook, args, nargsf, kwnames);
     if (kwnames != NULL || nargs < hook->needed)
         return PyObject_Vectorcall(hook->slow, args, nargsf, kwnames);
     if (hook->mode == HOOK_HTTPCORE_HANDLE)
         return httpcore_handle(hook, args, nargsf);
+    if (hook->mode == HOOK_RESULT)
+        return hook_result(hook, args, nargsf);
     if (hook->attr != Py_None) {
         int is = hook_condition(hook, args);
         if (is == -2)
@@ -1595,22 +1677,27 @@ hook_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
                                      &PyTuple_Type, &state))
         return NULL;
     /* the httpcore modes: state = (ContextVar, callables...) of the length the mode reads; the
-     * SQLAlchemy modes: callables */
+     * SQLAlchemy modes: callables; urllib3's: callables, then the thread-local */
     int httpcore = mode == HOOK_HTTPCORE_HANDLE || mode == HOOK_HTTPCORE_WAIT;
     int listener = mode == HOOK_SQLALCHEMY_CHECKOUT || mode == HOOK_SQLALCHEMY_CHECKIN;
+    int urllib3 = mode == HOOK_URLLIB3_CHECKOUT;
     int bad_state = 0;
-    if (httpcore || listener) {
+    if (httpcore || listener || urllib3) {
         Py_ssize_t want = mode == HOOK_HTTPCORE_HANDLE     ? N_HANDLE_STATE
                           : mode == HOOK_HTTPCORE_WAIT     ? N_WAIT_STATE
                           : mode == HOOK_SQLALCHEMY_CHECKOUT ? N_SA_CHECKOUT_STATE
-                                                           : N_SA_CHECKIN_STATE;
+                          : mode == HOOK_SQLALCHEMY_CHECKIN  ? N_SA_CHECKIN_STATE
+                                                           : N_U3_STATE;
         bad_state = state == NULL || PyTuple_GET_SIZE(state) != want ||
                     (httpcore && !PyContextVar_CheckExact(PyTuple_GET_ITEM(state, ST_VAR)));
-        for (Py_ssize_t i = httpcore ? 1 : 0; !bad_state && i < want; i++)
+        Py_ssize_t to = urllib3 ? ST_U3_LAST : want;
+        for (Py_ssize_t i = httpcore ? 1 : 0; !bad_state && i < to; i++)
             bad_state = !PyCallable_Check(PyTuple_GET_ITEM(state, i));
     }
     else
         bad_state = state != NULL;
+    int needs_attr = mode == HOOK_GUARD || mode == HOOK_RESULT || urllib3;
+    int needs_call = !httpcore && !listener && !urllib3 && mode != HOOK_GUARD;
     /* first / second: a position (default 0 / 1) or an attribute name of args[0] */
     Py_ssize_t first = 0, second = 1;
     PyObject *first_attr = NULL, *second_attr = NULL;
@@ -1635,19 +1722,20 @@ hook_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     if (bound == NULL)
         return NULL;
     if (PyTuple_GET_SIZE(bound) > HOOK_MAX_BOUND || mode < HOOK_AFTER ||
-        mode > HOOK_SQLALCHEMY_CHECKIN || bad_spec || bad_state ||
-        (attr != Py_None && !PyUnicode_Check(attr)) ||
-        (mode == HOOK_GUARD ? attr == Py_None
-                            : !httpcore && !listener && !PyCallable_Check(call)) ||
+        mode > HOOK_URLLIB3_CHECKOUT || bad_spec || bad_state ||
+        (attr != Py_None && !PyUnicode_Check(attr)) || (needs_attr && attr == Py_None) ||
+        (needs_call && !PyCallable_Check(call)) ||
         !PyCallable_Check(original) || !PyCallable_Check(slow) || !PyCallable_Check(error)) {
         Py_DECREF(bound);
         PyErr_SetString(PyExc_ValueError,
                         "Hook(mode, original, slow, error, where, *, call, bound, miss, first, "
                         "second, attr, value, state): a GUARD hook needs attr, an httpcore hook "
                         "its state tuple (a ContextVar, then callables), a SQLAlchemy listener "
-                        "its state tuple of callables, the others a callable call with at most "
-                        "8 bound arguments; first and second are positions (0 or more) or "
-                        "attribute names, attr a name");
+                        "its state tuple of callables, a urllib3 checkout attr and its state "
+                        "tuple (two callables, then the thread-local), a RESULT hook attr and a "
+                        "callable call, the others a callable call; call takes at most 8 bound "
+                        "arguments; first and second are positions (0 or more) or attribute "
+                        "names, attr a name");
         return NULL;
     }
     HookObject *hook = (HookObject *)type->tp_alloc(type, 0);
@@ -1671,7 +1759,7 @@ hook_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     hook->second_attr = Py_XNewRef(second_attr);
     hook->state = Py_XNewRef(state);
     hook->needed = 1;
-    if (mode != HOOK_GUARD) {
+    if (mode != HOOK_GUARD && mode != HOOK_RESULT) { /* RESULT calls call(args[0], result) */
         if (first_attr == NULL)
             hook->needed = Py_MAX(hook->needed, first + 1);
         if (second_attr == NULL)
@@ -1834,6 +1922,7 @@ intern_names(void)
     NAME(S_discarded, "discarded")
     NAME(S_sqlalchemy_prefix, "<sqlalchemy")
     NAME(S_filename, "filename")
+    NAME(S_lease, "lease")
     if ((ZERO = PyLong_FromLong(0)) == NULL)
         return -1;
 #undef NAME
@@ -1868,7 +1957,9 @@ PyInit__speedups(void)
         PyModule_AddIntConstant(module, "SQLALCHEMY_CHECKIN", HOOK_SQLALCHEMY_CHECKIN) < 0 ||
         PyModule_AddIntConstant(module, "AFTER", HOOK_AFTER) < 0 ||
         PyModule_AddIntConstant(module, "BEFORE", HOOK_BEFORE) < 0 ||
-        PyModule_AddIntConstant(module, "GUARD", HOOK_GUARD) < 0) {
+        PyModule_AddIntConstant(module, "GUARD", HOOK_GUARD) < 0 ||
+        PyModule_AddIntConstant(module, "RESULT", HOOK_RESULT) < 0 ||
+        PyModule_AddIntConstant(module, "URLLIB3_CHECKOUT", HOOK_URLLIB3_CHECKOUT) < 0) {
         Py_DECREF(module);
         return NULL;
     }

@@ -3,6 +3,8 @@ from typing import Any
 AFTER: int
 BEFORE: int
 GUARD: int
+RESULT: int
+URLLIB3_CHECKOUT: int
 HTTPCORE_HANDLE: int
 HTTPCORE_WAIT: int
 SQLALCHEMY_CHECKOUT: int

@@ -138,15 +138,28 @@ def hook(original: Any, slow: Any, tracker: Tracker, where: str, mode: str, **sp
     ``mode`` "after" / "before": ``spec["call"](args[first], args[second])`` after / before the
     original (``miss`` the same way when it returns None; ``first`` / ``second`` may name
     attributes of ``args[0]`` instead; with ``attr``, only while ``args[0].<attr> is <value>``);
-    "guard": the original alone while ``args[0].<attr> is <value>``; "httpcore_handle" /
-    "httpcore_wait": httpcore's sync pool, with ``spec["state"]`` (see ``_speedups.c``). Errors
+    "guard": the original alone while ``args[0].<attr> is <value>``; "result": the original,
+    then ``spec["call"](args[0], result)`` when ``result.<attr> is <value>``;
+    "httpcore_handle" / "httpcore_wait": httpcore's sync pool, "urllib3_checkout": urllib3's
+    ``_get_conn``, each with ``spec["state"]`` (see ``_speedups.c``). Errors
     in ``call``/``miss`` go to ``tracker.internal_error`` under ``where``. ``slow`` must do the
     same as the C hook, and does, on the Python path.
     """
     slow = wraps(slow, original)
     if speedups is None:
         return slow
-    kind = _kind(mode, ("after", "before", "guard", "httpcore_handle", "httpcore_wait"))
+    kind = _kind(
+        mode,
+        (
+            "after",
+            "before",
+            "guard",
+            "result",
+            "httpcore_handle",
+            "httpcore_wait",
+            "urllib3_checkout",
+        ),
+    )
     call = spec.get("call")
     if isinstance(call, functools.partial) and not call.keywords:
         # The hook lays the bound arguments out itself: a partial of 7 would allocate per call.

@@ -8,6 +8,10 @@ method with no arguments: hooking ``_make_request`` instead cost re-packing its 
 arguments on every request). When the response holds the connection (its body is not
 preloaded), its facts go on the lease and the response becomes the lease's owner: collected
 while still leased means the slot is lost for good (see FACTS.md).
+
+The three hooks run on every request: where this build has the C hot path they are C ``Hook``s
+(``_speedups.c``) doing the common case, a non-blocking pool seen before, and handing the rest
+to the Python hooks here, which stay the reference.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from .._models import ResponseFacts
-from ._base import Adapter, wraps
+from ._base import Adapter, hook
 
 if TYPE_CHECKING:
     from .._tracker import PoolRecord, PoolStats, Tracker
@@ -151,18 +155,30 @@ class Urllib3Adapter(Adapter):
                 tracker.internal_error("urllib3.checkout", exc)
             return conn
 
+        def missed(pool: Any, conn: Any) -> None:
+            # checkin_of found no lease: a pool or connection from before instrument(), or
+            # urllib3 closed the connection on an error path and gives back None in its place.
+            if conn is None:
+                record = find_pool(pool)
+                lease = getattr(last, "lease", None)
+                if record is not None and lease is not None and lease.pool is record:
+                    tracker.checkin_record(lease, "discarded")
+
         def _put_conn(self: Any, conn: Any) -> None:
             try:
-                if conn is not None:
-                    checkin_of(self, conn)
-                else:
-                    record = find_pool(self)
-                    lease = getattr(last, "lease", None)
-                    if record is not None and lease is not None and lease.pool is record:
-                        tracker.checkin_record(lease, "discarded")
+                if checkin_of(self, conn) is None:
+                    missed(self, conn)
             except Exception as exc:
                 tracker.internal_error("urllib3.checkin", exc)
             return original_put(self, conn)
+
+        def responded(conn: Any, response: Any) -> None:
+            # An unread body holds the connection. _get_conn ran just before on this thread:
+            # its lease is this connection's.
+            lease = getattr(last, "lease", None)
+            if lease is not None and lease.key == id(conn):
+                tracker.attach_response(lease, response_facts(response))
+                tracker.set_owner(lease, response)
 
         def getresponse(self: Any) -> Any:
             response = original_getresponse(self)
@@ -170,17 +186,42 @@ class Urllib3Adapter(Adapter):
                 # A preloaded body was read inside getresponse and urlopen returns the
                 # connection: only an unread one (streaming) holds the connection and can leak.
                 if getattr(response, "_body", None) is None:
-                    # _get_conn ran just before on this thread: its lease is this connection's.
-                    lease = getattr(last, "lease", None)
-                    if lease is not None and lease.key == id(self):
-                        tracker.attach_response(lease, response_facts(response))
-                        tracker.set_owner(lease, response)
+                    responded(self, response)
             except Exception as exc:
                 tracker.internal_error("urllib3.response", exc)
             return response
 
-        self.patcher.patch(cls, "_get_conn", wraps(_get_conn, original_get))
-        self.patcher.patch(cls, "_put_conn", wraps(_put_conn, original_put))
-        self.patcher.patch(
-            connection.HTTPConnection, "getresponse", wraps(getresponse, original_getresponse)
+        # In C where this build has it: the Python hooks above for everything else (a blocking
+        # pool, a pool seen first, an unexpected call) and on the pure-Python path.
+        get_conn = hook(
+            original_get,
+            _get_conn,
+            tracker,
+            "urllib3.checkout",
+            "urllib3_checkout",
+            attr="block",
+            value=False,
+            state=(find_pool, checkout, last),
         )
+        put_conn = hook(
+            original_put,
+            _put_conn,
+            tracker,
+            "urllib3.checkin",
+            "before",
+            call=checkin_of,
+            miss=missed,
+        )
+        get_response = hook(
+            original_getresponse,
+            getresponse,
+            tracker,
+            "urllib3.response",
+            "result",
+            call=responded,
+            attr="_body",
+            value=None,
+        )
+        self.patcher.patch(cls, "_get_conn", get_conn)
+        self.patcher.patch(cls, "_put_conn", put_conn)
+        self.patcher.patch(connection.HTTPConnection, "getresponse", get_response)
