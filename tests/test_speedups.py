@@ -667,6 +667,12 @@ def test_capture_at_walks_another_stack_as_capture_walks_this_one() -> None:
     assert library_only.gr_frame.f_code.co_name == "nlargest"
     assert speedups.capture_at(finder, library_only.gr_frame) == (UNKNOWN_CALLSITE, ())
     library_only.throw(greenlet.GreenletExit)
+    # a finished frame, which its frame object owns: walked through f_back, to this test
+    finished: list[Any] = []
+    heapq.nlargest(1, [1], key=lambda item: finished.append(sys._getframe(1)))
+    assert finished[0].f_code.co_name == "nlargest"
+    site = speedups.capture_at(finder, finished[0])[0]
+    assert site.function == "test_capture_at_walks_another_stack_as_capture_walks_this_one"
     with pytest.raises(TypeError, match=r"capture_at\(finder, frame\)"):
         speedups.capture_at(finder, "not a frame")
     child.throw(greenlet.GreenletExit)

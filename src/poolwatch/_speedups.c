@@ -247,10 +247,11 @@ sp_forget(PyObject *module, PyObject *unused)
     Py_RETURN_NONE;
 }
 
-/* The interned (site, stack) pair of a call point: finder._interned[(id(code), lasti)][0],
- * or, the first time, finder._intern(frame object). NULL with an exception on failure. */
+/* The interned (site, stack) pair of a call point already seen: from the cache, else
+ * finder._interned[(id(code), lasti)][0]. NULL when it is not there yet (*seen = 0) or on an
+ * error (with an exception). */
 static PyObject *
-site_of_frame(PyObject *finder, PyCodeObject *code, int lasti, Py_ssize_t depth, PyObject *frame)
+site_seen(PyObject *finder, PyCodeObject *code, int lasti)
 {
     site_entry *entry = &SITES[slot(finder, code, lasti)];
     if (entry->finder == finder && entry->code == (PyObject *)code && entry->lasti == lasti)
@@ -270,13 +271,22 @@ site_of_frame(PyObject *finder, PyCodeObject *code, int lasti, Py_ssize_t depth,
         result = Py_NewRef(PyTuple_GET_ITEM(hit, 0));
         remember_site(entry, finder, code, lasti, result); /* only what the dict holds */
     }
-    else if (key != NULL && !PyErr_Occurred()) {
-        /* first time at this call point: Python computes and interns the site */
-        PyObject *object = frame != NULL ? Py_NewRef(frame) : frame_object(depth);
-        result = object ? PyObject_CallMethodOneArg(finder, S_intern, object) : NULL;
-        Py_XDECREF(object);
-    }
     Py_DECREF(interned);
+    return result;
+}
+
+/* The interned (site, stack) pair of a call point: site_seen(), or, the first time,
+ * finder._intern(frame object). NULL with an exception on failure. */
+static PyObject *
+site_of_frame(PyObject *finder, PyCodeObject *code, int lasti, Py_ssize_t depth, PyObject *frame)
+{
+    PyObject *result = site_seen(finder, code, lasti);
+    if (result != NULL || PyErr_Occurred())
+        return result;
+    /* first time at this call point: Python computes and interns the site */
+    PyObject *object = frame != NULL ? Py_NewRef(frame) : frame_object(depth);
+    result = object ? PyObject_CallMethodOneArg(finder, S_intern, object) : NULL;
+    Py_XDECREF(object);
     return result;
 }
 
@@ -365,7 +375,11 @@ sp_capture(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 /* capture_at(finder, frame) -> (site, ()): CallSiteFinder.capture(0) from `frame` outward
  * instead of from the caller: the first user frame, TASK_PAIR at the event loop, UNKNOWN_PAIR
  * when the frames run out. For frames that are not the running thread's own, such as a
- * suspended greenlet's (gr_frame): walked with the public frame API. */
+ * suspended greenlet's (gr_frame). On 3.11, a frame still running (as a suspended greenlet's
+ * are) is walked through the interpreter's frame records, as capture walks this thread's:
+ * PyFrame_GetBack builds a frame object for each frame, which measured as most of what
+ * finding an asyncio engine's call site cost. The public API walks the rest, and a call site
+ * seen for the first time (interning it reads the frame object's line). */
 static PyObject *
 sp_capture_at(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -374,6 +388,27 @@ sp_capture_at(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     PyObject *finder = args[0], *result = NULL;
+#if POOLWATCH_INTERNAL_FRAMES
+    PyFrameObject *start = (PyFrameObject *)args[1];
+    if (start->f_back == NULL && start->f_frame->owner != FRAME_OWNED_BY_FRAME_OBJECT) {
+        cursor_t frame = complete(start->f_frame);
+        for (; frame != NULL; frame = cursor_back(frame)) {
+            long kind = kind_cached(finder, cursor_code(frame));
+            if (kind == -1 && PyErr_Occurred())
+                return NULL;
+            if (kind == KIND_LOOP)
+                return Py_NewRef(TASK_PAIR);
+            if (kind == KIND_USER) {
+                result = site_seen(finder, cursor_code(frame), cursor_lasti(frame));
+                if (result != NULL || PyErr_Occurred())
+                    return result;
+                break; /* seen first: the walk below interns it from its frame object */
+            }
+        }
+        if (frame == NULL) /* the records ran out where PyFrame_GetBack's would */
+            return Py_NewRef(UNKNOWN_PAIR);
+    }
+#endif
     PyFrameObject *frame = (PyFrameObject *)Py_NewRef(args[1]);
     while (frame != NULL) {
         PyCodeObject *code = PyFrame_GetCode(frame);
