@@ -576,7 +576,8 @@ task_name(void)
 /* checkout(tracker, pending, seq_counter, finder, pool, key, connection=None, site=None)
  * -> LeaseRecord. The tracker binds its pending deque and sequence counter (containers it
  * never replaces) and its CallSiteFinder with functools.partial, saving attribute lookups a
- * call; finder is None when the finder's capture is Python's (a test's frame source). */
+ * call; finder is None when the finder's capture is Python's (a test's frame source) or the
+ * tracker records stacks (stack_depth > 0): the call site is then the finder's capture. */
 static PyObject *
 checkout_impl(PyObject *tracker, PyObject *pending, PyObject *seq, PyObject *finder,
               PyObject *pool, PyObject *key, PyObject *connection, PyObject *site)
@@ -589,26 +590,20 @@ checkout_impl(PyObject *tracker, PyObject *pending, PyObject *seq, PyObject *fin
         goto fail;
     if (site == Py_None) {
         Py_DECREF(site);
-        PyObject *depth = PyObject_GetAttr(tracker, S_stack_depth);
-        if (depth == NULL)
-            goto fail;
-        long levels = PyLong_AsLong(depth);
-        if (levels == -1 && PyErr_Occurred()) {
-            Py_DECREF(depth);
-            goto fail;
-        }
-        if (finder != Py_None && levels == 0) {
+        if (finder != Py_None) {
             site = capture_from(finder, 0, 0);
         }
         else {
-            /* tracker.callsites.capture(depth, 0): Python's, or the C one with a stack */
-            PyObject *own = PyObject_GetAttr(tracker, S_callsites);
+            /* tracker.callsites.capture(tracker.stack_depth, 0): Python's, or the C one with
+             * a stack */
+            PyObject *depth = PyObject_GetAttr(tracker, S_stack_depth);
+            PyObject *own = depth ? PyObject_GetAttr(tracker, S_callsites) : NULL;
             site = own ? PyObject_VectorcallMethod(
                              S_capture, (PyObject *[]){own, depth, ZERO}, 3, NULL)
                        : NULL;
             Py_XDECREF(own);
+            Py_XDECREF(depth);
         }
-        Py_DECREF(depth);
         if (site == NULL)
             goto fail;
     }

@@ -291,7 +291,7 @@ class Tracker:
         self._clock = clock
         self._wall_offset = wall_clock() - clock()
         self.callsites = callsites or CallSiteFinder()
-        self.stack_depth = stack_depth
+        self._stack_depth = stack_depth
         self.max_lost_per_pool = max_lost_per_pool
         self._lock = threading.Lock()
         # next() on itertools.count is atomic under the GIL: seq needs no lock.
@@ -323,12 +323,20 @@ class Tracker:
             self.find_pool = partial(speedups.find_pool, self._pools)
             self.set_owner = partial(speedups.set_owner, self._pending)
             self.attach_response = speedups.attach_response
-            finder = self.callsites if self.callsites.native else None
+            # The C finder straight from checkout: where capture is C and sites carry no
+            # stack (stack_depth is fixed for the tracker's life, so this holds).
+            finder = self.callsites if self.callsites.native and not stack_depth else None
             pending, seq, pools = self._pending, self._seq_counter, self._pools
             self.checkout = partial(speedups.checkout, self, pending, seq, finder)
             self.checkin = partial(speedups.checkin, self, pending)
             self.checkout_of = partial(speedups.checkout_of, self, pending, seq, finder, pools)
             self.checkin_of = partial(speedups.checkin_of, self, pending, pools)
+
+    @property
+    def stack_depth(self) -> int:
+        """How many user frames a lease's call site records beyond the first (set once, at
+        construction: the hot path is bound to it)."""
+        return self._stack_depth
 
     # -- pools -------------------------------------------------------------------------------
 
@@ -386,7 +394,7 @@ class Tracker:
         which saves building a frame object for each (checked when user code follows them).
         """
         # 2: this method and its caller (an adapter hook) are poolwatch frames.
-        return self.callsites.capture(self.stack_depth, 2, library_frames)
+        return self.callsites.capture(self._stack_depth, 2, library_frames)
 
     def _checkout(
         self,
@@ -404,7 +412,7 @@ class Tracker:
         if self._pending:
             self._drain()
         if site is None:
-            site = self.callsites.capture(self.stack_depth, 1)
+            site = self.callsites.capture(self._stack_depth, 1)
         conn_ref = None
         if connection is not None:
             try:  # noqa: SIM105 - contextlib.suppress costs an object per checkout

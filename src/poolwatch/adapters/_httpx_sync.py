@@ -96,8 +96,8 @@ def hook_sync(patcher: Patcher, hooks: Hooks) -> None:
 
     def stream_close(self: Any) -> Any:
         # The request leaves the pool as its stream's close is called (what the C hook does).
-        if not self._closed:
-            hooks.closing(self)
+        # A second close finds no lease to check in: no need to read the stream's _closed.
+        hooks.closing(self)
         return original_stream_close(self)
 
     def pool_close(self: Any) -> None:
@@ -120,8 +120,6 @@ def hook_sync(patcher: Patcher, hooks: Hooks) -> None:
             call=tracker.checkin_of,
             first="_pool",
             second="_pool_request",
-            attr="_closed",
-            value=False,
         ),
     )
     patcher.patch(pool_cls, "close", wraps(pool_close, original_pool_close))
