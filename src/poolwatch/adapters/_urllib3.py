@@ -80,14 +80,23 @@ def response_facts(response: Any) -> ResponseFacts:
     Content length and chunking come from what urllib3 itself parsed (``length_remaining``,
     ``chunked``): exact while the body is unread, which is when a lease can leak.
     """
-    length = getattr(response, "length_remaining", None)
+    return _facts(
+        response.status,
+        response.headers,
+        getattr(response, "length_remaining", None),
+        bool(getattr(response, "chunked", False)),
+    )
+
+
+def _facts(status: int, headers: Any, length: int | None, chunked: bool) -> ResponseFacts:
+    """``response_facts`` from the values read off the response as it came."""
     if length is None:
-        length = _int(response.headers.get("content-length"))
+        length = _int(headers.get("content-length"))
     return ResponseFacts(
-        status=response.status,
-        content_type=_content_type(response.headers),
+        status=status,
+        content_type=_content_type(headers),
         content_length=length,
-        chunked=bool(getattr(response, "chunked", False)),
+        chunked=chunked,
     )
 
 
@@ -177,7 +186,12 @@ class Urllib3Adapter(Adapter):
             # its lease is this connection's.
             lease = getattr(last, "lease", None)
             if lease is not None and lease.key == id(conn):
-                tracker.attach_response(lease, response_facts(response))
+                # The facts as values read now, computed only if the lease is ever read: a
+                # streamed response is nearly always released a moment later.
+                length, chunked = response.length_remaining, bool(response.chunked)
+                tracker.attach_response(
+                    lease, (_facts, response.status, response.headers, length, chunked)
+                )
                 tracker.set_owner(lease, response)
 
         def getresponse(self: Any) -> Any:
