@@ -692,11 +692,17 @@ filled:
             PyErr_SetString(PyExc_TypeError, "poolwatch: pool.leases is not a dict");
         goto fail;
     }
-    PyObject *previous = PyDict_GetItemWithError(leases, key); /* borrowed */
-    if (previous == NULL && PyErr_Occurred())
+    /* one lookup when the key is free, as it nearly always is */
+    PyObject *previous = PyDict_SetDefault(leases, key, record); /* borrowed */
+    if (previous == NULL)
         goto fail;
-    Py_XINCREF(previous);
-    if (PyDict_SetItem(leases, key, record) < 0 || advance(pool, SLOT_CHECKOUT_COUNT, NULL) < 0) {
+    if (previous == record)
+        previous = NULL;
+    else if (Py_INCREF(previous), PyDict_SetItem(leases, key, record) < 0) {
+        Py_DECREF(previous);
+        goto fail;
+    }
+    if (advance(pool, SLOT_CHECKOUT_COUNT, NULL) < 0) {
         Py_XDECREF(previous);
         goto fail;
     }
@@ -809,6 +815,25 @@ sp_checkout_of(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return lease;
 }
 
+/* dict.pop(key, None) without the second lookup of get-then-delete: a new reference, or NULL
+ * (with an exception on failure, without one when the key is not there). */
+static PyObject *
+dict_pop(PyObject *dict, PyObject *key)
+{
+#if PY_VERSION_HEX >= 0x030D0000
+    PyObject *value = NULL;
+    return PyDict_Pop(dict, key, &value) < 0 ? NULL : value;
+#else
+    PyObject *missing = Py_None; /* the leases map never holds None */
+    PyObject *value = _PyDict_Pop(dict, key, missing);
+    if (value == missing) {
+        Py_DECREF(value);
+        return NULL;
+    }
+    return value;
+#endif
+}
+
 /* checkin(tracker, pending, pool, key, how="returned") -> LeaseRecord or None */
 static PyObject *
 checkin_impl(PyObject *tracker, PyObject *pending, PyObject *pool, PyObject *key, PyObject *how)
@@ -821,17 +846,12 @@ checkin_impl(PyObject *tracker, PyObject *pending, PyObject *pool, PyObject *key
         PyErr_SetString(PyExc_TypeError, "poolwatch: pool.leases is not a dict");
         return NULL;
     }
-    PyObject *record = PyDict_GetItemWithError(leases, key); /* borrowed */
-    if (record == NULL) {
-        Py_DECREF(leases);
-        if (PyErr_Occurred())
-            return NULL;
-        Py_RETURN_NONE;
-    }
-    Py_INCREF(record);
-    int failed = PyDict_DelItem(leases, key);
+    /* one lookup: taken out if it is there */
+    PyObject *record = dict_pop(leases, key);
     Py_DECREF(leases);
-    if (failed < 0 || advance(pool, SLOT_CHECKIN_COUNT, NULL) < 0) {
+    if (record == NULL)
+        return PyErr_Occurred() ? NULL : Py_NewRef(Py_None);
+    if (advance(pool, SLOT_CHECKIN_COUNT, NULL) < 0) {
         Py_DECREF(record);
         return NULL;
     }
