@@ -14,6 +14,7 @@ import os
 import platform
 import sys
 import sysconfig
+import threading
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -187,6 +188,28 @@ def test_a_fault_inside_the_c_path_raises_like_the_python_one() -> None:
             tracker.checkout(record, 1, _Conn())
         assert record.leases == {}
         assert record.checkouts == 0
+
+
+def test_each_thread_names_its_own_leases_even_with_a_reused_ident() -> None:
+    """Threads run one after another often get the same ident: each lease names its thread."""
+    results = []
+    pool = _Pool()
+    for tracker in (Tracker(), _python(Tracker())):
+        record = tracker.pool(pool, "test", "pool")
+
+        def lease(n: int, tracker: Tracker = tracker, record: Any = record) -> None:
+            threading.current_thread().name = f"worker-{n}"
+            tracker.checkout(record, n, _Conn())
+
+        for n in range(4):
+            worker = threading.Thread(target=lease, args=(n,))
+            worker.start()
+            worker.join()
+        tracker.checkout(record, 99, _Conn())  # and this thread, after them
+        results.append([(x.seq, x.thread_name) for x in tracker.snapshot().leases])
+    assert results[0] == results[1]
+    names = [name for _seq, name in sorted(results[0])]
+    assert names == [*(f"worker-{n}" for n in range(4)), threading.current_thread().name]
 
 
 def test_records_hold_no_strong_reference_to_the_connection() -> None:

@@ -514,20 +514,35 @@ advance(PyObject *owner, int which, PyObject **value)
     return 0;
 }
 
-/* The Thread object of the calling thread, as threading.current_thread() gives it. */
+/* The Thread object of the calling thread, as threading.current_thread() gives it, kept in
+ * the thread state's own dict after the first lookup: an int-keyed lookup in
+ * threading._active (and the int) saved per checkout. The interpreter drops that dict when
+ * the thread ends, so a later thread given the same ident never finds the old Thread. */
+static PyObject *S_thread_key;
+
 static PyObject *
 current_thread(void)
 {
+    PyObject *own = PyThreadState_GetDict(); /* borrowed; NULL (no exception) if none */
+    if (own != NULL) {
+        PyObject *thread = PyDict_GetItemWithError(own, S_thread_key); /* borrowed */
+        if (thread != NULL)
+            return Py_NewRef(thread);
+        if (PyErr_Occurred())
+            return NULL;
+    }
     PyObject *ident = PyLong_FromUnsignedLong(PyThread_get_thread_ident());
     if (ident == NULL)
         return NULL;
     PyObject *thread = PyDict_GetItemWithError(THREADS, ident); /* borrowed */
     Py_DECREF(ident);
     if (thread != NULL)
-        return Py_NewRef(thread);
-    if (PyErr_Occurred())
+        Py_INCREF(thread);
+    else if (PyErr_Occurred() || (thread = PyObject_CallNoArgs(CURRENT_THREAD)) == NULL)
         return NULL;
-    return PyObject_CallNoArgs(CURRENT_THREAD);
+    if (own != NULL && PyDict_SetItem(own, S_thread_key, thread) < 0)
+        Py_CLEAR(thread);
+    return thread;
 }
 
 /* The running asyncio task's name, or None. asyncio's _get_running_loop is looked up once
@@ -1973,6 +1988,7 @@ intern_names(void)
     NAME(S_sqlalchemy_prefix, "<sqlalchemy")
     NAME(S_filename, "filename")
     NAME(S_lease, "lease")
+    NAME(S_thread_key, "poolwatch.thread")
     if ((ZERO = PyLong_FromLong(0)) == NULL)
         return -1;
 #undef NAME
