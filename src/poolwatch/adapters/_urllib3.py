@@ -74,22 +74,13 @@ def _content_type(headers: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def response_facts(response: Any) -> ResponseFacts:
+def response_facts(status: int, headers: Any, length: int | None, chunked: bool) -> ResponseFacts:
     """Status, content type and framing of an unread urllib3 response; no other header value.
 
-    Content length and chunking come from what urllib3 itself parsed (``length_remaining``,
-    ``chunked``): exact while the body is unread, which is when a lease can leak.
+    From the values read off the response as it came: content length and chunking are what
+    urllib3 itself parsed (``length_remaining``, ``chunked``), exact while the body is unread,
+    which is when a lease can leak. Called only when a lease is read (deferred facts).
     """
-    return _facts(
-        response.status,
-        response.headers,
-        getattr(response, "length_remaining", None),
-        bool(getattr(response, "chunked", False)),
-    )
-
-
-def _facts(status: int, headers: Any, length: int | None, chunked: bool) -> ResponseFacts:
-    """``response_facts`` from the values read off the response as it came."""
     if length is None:
         length = _int(headers.get("content-length"))
     return ResponseFacts(
@@ -190,7 +181,7 @@ class Urllib3Adapter(Adapter):
                 # streamed response is nearly always released a moment later.
                 length, chunked = response.length_remaining, bool(response.chunked)
                 tracker.attach_response(
-                    lease, (_facts, response.status, response.headers, length, chunked)
+                    lease, (response_facts, response.status, response.headers, length, chunked)
                 )
                 tracker.set_owner(lease, response)
 
