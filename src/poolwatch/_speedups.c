@@ -711,11 +711,15 @@ filled:
     PyObject *previous = PyDict_SetDefault(leases, key, record); /* borrowed */
     if (previous == NULL)
         goto fail;
-    if (previous == record)
+    if (previous == record) {
         previous = NULL;
-    else if (Py_INCREF(previous), PyDict_SetItem(leases, key, record) < 0) {
-        Py_DECREF(previous);
-        goto fail;
+    }
+    else { /* leased again without a checkin: this record replaces the older */
+        Py_INCREF(previous);
+        if (PyDict_SetItem(leases, key, record) < 0) {
+            Py_DECREF(previous);
+            goto fail;
+        }
     }
     if (advance(pool, SLOT_CHECKOUT_COUNT, NULL) < 0) {
         Py_XDECREF(previous);
