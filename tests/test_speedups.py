@@ -798,3 +798,61 @@ def test_sqlalchemy_listeners_in_c_count_their_faults_and_never_raise_them() -> 
     assert speedups is not None
     with pytest.raises(ValueError, match="a SQLAlchemy listener its state tuple of callables"):
         speedups.Hook(speedups.SQLALCHEMY_CHECKIN, print, print, print, "w", state=(print,))
+
+
+@needs_c
+def test_sqlalchemy_do_get_in_c_leaves_only_a_pool_that_may_block_to_python() -> None:
+    """SQLALCHEMY_GET: QueuePool's own _do_get while the pool cannot block (no overflow limit,
+    or below it); the Python hook at the limit, and whenever the counters are not ints."""
+    from sqlalchemy.pool import QueuePool
+
+    from poolwatch.adapters._base import hook
+
+    speedups = _native.speedups
+    assert speedups is not None
+    seen: list[str] = []
+
+    class Pool:
+        def __init__(self, max_overflow: Any, overflow: Any) -> None:
+            self._max_overflow, self._overflow = max_overflow, overflow
+
+        def _do_get(self) -> str:
+            seen.append("original")
+            return "entry"
+
+    original = Pool._do_get
+
+    def slow(self: Any, *args: Any, **kwargs: Any) -> Any:
+        seen.append("slow")
+        return original(self, *args, **kwargs)
+
+    Pool._do_get = hook(  # type: ignore[method-assign]
+        original, slow, Tracker(), "test.where", "sqlalchemy_get"
+    )
+    cases = {
+        (-1, 7): "original",  # no limit: never waits
+        (2, -3): "original",  # below the limit
+        (2, 1): "original",
+        (2, 2): "slow",  # at the limit: may wait, may time out
+        (0, 0): "slow",
+        (2, 3): "slow",
+        (2, None): "slow",  # not what QueuePool keeps: the Python hook looks
+        (2**70, 0): "slow",  # too large for a C long
+    }
+    for (max_overflow, overflow), path in cases.items():
+        seen.clear()
+        assert Pool(max_overflow, overflow)._do_get() == "entry"
+        assert seen == [path, "original"][: 1 if path == "original" else 2]
+    seen.clear()
+    del (pool := Pool(2, 0))._overflow  # no such attribute: the Python hook
+    assert pool._do_get() == "entry"
+    assert seen == ["slow", "original"]
+
+    import poolwatch
+
+    previous = poolwatch.get_tracker()
+    poolwatch.instrument("sqlalchemy", tracker=Tracker())
+    try:
+        assert type(vars(QueuePool)["_do_get"]) is speedups.Hook
+    finally:
+        poolwatch.instrument(tracker=previous)

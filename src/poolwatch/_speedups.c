@@ -1073,7 +1073,9 @@ sp_attach_response(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
  *   SQLALCHEMY_CHECKOUT, SQLALCHEMY_CHECKIN: SQLAlchemy's pool event listeners, with a `state`
  *           tuple (below); they wrap no library method: `original` is not called;
  *   URLLIB3_CHECKOUT: urllib3's HTTPConnectionPool._get_conn, with a `state` tuple (below), when
- *           args[0].<attr> is value, else slow(*args).
+ *           args[0].<attr> is value, else slow(*args);
+ *   SQLALCHEMY_GET: SQLAlchemy's QueuePool._do_get(pool): original(pool) when the pool cannot
+ *           block (below), else slow(pool).
  *
  * `first` / `second` are positions in args, or names of attributes of args[0] (read when the
  * call is made). In AFTER and BEFORE, an `attr` makes the call conditional: made only when
@@ -1096,6 +1098,7 @@ enum {
     HOOK_SQLALCHEMY_CHECKIN,
     HOOK_RESULT,
     HOOK_URLLIB3_CHECKOUT,
+    HOOK_SQLALCHEMY_GET,
 };
 
 #define HOOK_MAX_BOUND 8
@@ -1692,6 +1695,35 @@ hook_result(HookObject *hook, PyObject *const *args, size_t nargsf)
     return result;
 }
 
+/* SQLAlchemy's QueuePool._do_get(pool), the C twin of _do_get in adapters/_sqlalchemy.py: the
+ * original itself while the pool cannot block, i.e. while it has no overflow limit
+ * (`_max_overflow` -1) or is below it (`_overflow < _max_overflow`), as QueuePool decides
+ * whether to wait. Else, or when those are not ints, the Python hook: it shows the thread as a
+ * waiter and counts a timeout. Only a call that may block raises the pool's TimeoutError; when a
+ * call that could not block finds the pool full after all, the original calls
+ * `self._do_get()` again, which comes back through this hook. A Python frame per checkout
+ * measured about 1% of a `with engine.connect(): select 1` loop's CPU time on PostgreSQL. */
+static PyObject *S_max_overflow, *S_overflow;
+
+static PyObject *
+sqlalchemy_get(HookObject *hook, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    if (kwnames != NULL || PyVectorcall_NARGS(nargsf) != 1)
+        return PyObject_Vectorcall(hook->slow, args, nargsf, kwnames);
+    int may_block = 1;
+    PyObject *limit = PyObject_GetAttr(args[0], S_max_overflow);
+    PyObject *overflow = limit ? PyObject_GetAttr(args[0], S_overflow) : NULL;
+    if (overflow != NULL && PyLong_CheckExact(limit) && PyLong_CheckExact(overflow)) {
+        long most = PyLong_AsLong(limit), now = PyLong_AsLong(overflow);
+        if (!PyErr_Occurred())
+            may_block = most > -1 && now >= most;
+    }
+    Py_XDECREF(limit);
+    Py_XDECREF(overflow);
+    PyErr_Clear(); /* whatever went wrong, the Python hook looks again */
+    return PyObject_Vectorcall(may_block ? hook->slow : hook->original, args, nargsf, NULL);
+}
+
 static PyObject *
 hook_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
@@ -1705,6 +1737,8 @@ hook_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kw
         return sqlalchemy_checkin(hook, args, nargsf, kwnames);
     if (hook->mode == HOOK_URLLIB3_CHECKOUT)
         return urllib3_checkout(hook, args, nargsf, kwnames);
+    if (hook->mode == HOOK_SQLALCHEMY_GET)
+        return sqlalchemy_get(hook, args, nargsf, kwnames);
     if (kwnames != NULL || nargs < hook->needed)
         return PyObject_Vectorcall(hook->slow, args, nargsf, kwnames);
     if (hook->mode == HOOK_HTTPCORE_HANDLE)
@@ -1766,7 +1800,8 @@ hook_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     else
         bad_state = state != NULL;
     int needs_attr = mode == HOOK_GUARD || mode == HOOK_RESULT || urllib3;
-    int needs_call = !httpcore && !listener && !urllib3 && mode != HOOK_GUARD;
+    int needs_call =
+        !httpcore && !listener && !urllib3 && mode != HOOK_GUARD && mode != HOOK_SQLALCHEMY_GET;
     /* first / second: a position (default 0 / 1) or an attribute name of args[0] */
     Py_ssize_t first = 0, second = 1;
     PyObject *first_attr = NULL, *second_attr = NULL;
@@ -1791,7 +1826,7 @@ hook_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     if (bound == NULL)
         return NULL;
     if (PyTuple_GET_SIZE(bound) > HOOK_MAX_BOUND || mode < HOOK_AFTER ||
-        mode > HOOK_URLLIB3_CHECKOUT || bad_spec || bad_state ||
+        mode > HOOK_SQLALCHEMY_GET || bad_spec || bad_state ||
         (attr != Py_None && !PyUnicode_Check(attr)) || (needs_attr && attr == Py_None) ||
         (needs_call && !PyCallable_Check(call)) ||
         !PyCallable_Check(original) || !PyCallable_Check(slow) || !PyCallable_Check(error)) {
@@ -1802,7 +1837,8 @@ hook_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
                         "its state tuple (a ContextVar, then callables), a SQLAlchemy listener "
                         "its state tuple of callables, a urllib3 checkout attr and its state "
                         "tuple (two callables, then the thread-local), a RESULT hook attr and a "
-                        "callable call, the others a callable call; call takes at most 8 bound "
+                        "callable call, a SQLALCHEMY_GET hook none of these, the others a "
+                        "callable call; call takes at most 8 bound "
                         "arguments; first and second are positions (0 or more) or attribute "
                         "names, attr a name");
         return NULL;
@@ -1990,6 +2026,8 @@ intern_names(void)
     NAME(S_record_pool, "_ConnectionRecord__pool")
     NAME(S_discarded, "discarded")
     NAME(S_sqlalchemy_prefix, "<sqlalchemy")
+    NAME(S_max_overflow, "_max_overflow")
+    NAME(S_overflow, "_overflow")
     NAME(S_filename, "filename")
     NAME(S_lease, "lease")
     NAME(S_thread_key, "poolwatch.thread")
@@ -2029,7 +2067,8 @@ PyInit__speedups(void)
         PyModule_AddIntConstant(module, "BEFORE", HOOK_BEFORE) < 0 ||
         PyModule_AddIntConstant(module, "GUARD", HOOK_GUARD) < 0 ||
         PyModule_AddIntConstant(module, "RESULT", HOOK_RESULT) < 0 ||
-        PyModule_AddIntConstant(module, "URLLIB3_CHECKOUT", HOOK_URLLIB3_CHECKOUT) < 0) {
+        PyModule_AddIntConstant(module, "URLLIB3_CHECKOUT", HOOK_URLLIB3_CHECKOUT) < 0 ||
+        PyModule_AddIntConstant(module, "SQLALCHEMY_GET", HOOK_SQLALCHEMY_GET) < 0) {
         Py_DECREF(module);
         return NULL;
     }

@@ -141,7 +141,8 @@ def hook(original: Any, slow: Any, tracker: Tracker, where: str, mode: str, **sp
     "guard": the original alone while ``args[0].<attr> is <value>``; "result": the original,
     then ``spec["call"](args[0], result)`` when ``result.<attr> is <value>``;
     "httpcore_handle" / "httpcore_wait": httpcore's sync pool, "urllib3_checkout": urllib3's
-    ``_get_conn``, each with ``spec["state"]`` (see ``_speedups.c``). Errors
+    ``_get_conn``, each with ``spec["state"]`` (see ``_speedups.c``); "sqlalchemy_get":
+    SQLAlchemy's ``QueuePool._do_get``, the original alone while the pool cannot block. Errors
     in ``call``/``miss`` go to ``tracker.internal_error`` under ``where``. ``slow`` must do the
     same as the C hook, and does, on the Python path.
     """
@@ -158,6 +159,7 @@ def hook(original: Any, slow: Any, tracker: Tracker, where: str, mode: str, **sp
             "httpcore_handle",
             "httpcore_wait",
             "urllib3_checkout",
+            "sqlalchemy_get",
         ),
     )
     call = spec.get("call")

@@ -20,10 +20,10 @@ Asyncio engines run the pool inside a greenlet whose frames end in SQLAlchemy; t
 is then looked up in the suspended frames of the greenlet that switched to it (the user's
 coroutine). Frames of code SQLAlchemy generates (``<sqlalchemy generated ...>``) are skipped.
 
-The checkout and checkin listeners run on every checkout. Where this build has the C hot path
-they are C hooks (``_speedups.c``) doing the common case, and the Python listeners here, the
-reference, do the rest: a pool seen first, a retried checkout, generated code, a fairy the
-garbage collector returns.
+The checkout and checkin listeners and ``_do_get`` run on every checkout. Where this build has
+the C hot path they are C hooks (``_speedups.c``) doing the common case, and the Python ones
+here, the reference, do the rest: a pool seen first, a retried checkout, generated code, a
+fairy the garbage collector returns, a pool at its limit (which may block).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 from .._callsite import TASK_CALLSITE
 from .._models import UNKNOWN_CALLSITE, CallSite
 from .._native import speedups
-from ._base import Adapter, listener, wraps
+from ._base import Adapter, hook, listener
 
 if TYPE_CHECKING:
     from .._callsite import CallSiteFinder
@@ -404,7 +404,12 @@ class SQLAlchemyAdapter(Adapter):
             ):
                 event.listen(Pool, name, fn)
                 self._listeners.append((name, fn))
-            self.patcher.patch(QueuePool, "_do_get", wraps(_do_get, original_get))
+            # in C where this build has it: the original alone while the pool cannot block
+            self.patcher.patch(
+                QueuePool,
+                "_do_get",
+                hook(original_get, _do_get, tracker, "sqlalchemy.wait", "sqlalchemy_get"),
+            )
         except BaseException:
             self._remove_listeners()
             raise
