@@ -3,12 +3,28 @@
 from __future__ import annotations
 
 import gc
+import json
 import math
+import os
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 
-__all__ = ["Timings", "alternate", "print_table", "print_wall_and_cpu", "time_calls"]
+__all__ = [
+    "PROCESSES",
+    "Timings",
+    "alternate",
+    "in_processes",
+    "print_table",
+    "print_wall_and_cpu",
+    "time_calls",
+]
+
+#: How many fresh interpreters ``in_processes`` runs a loop in, one after another
+#: (``POOLWATCH_BENCH_PROCESSES`` overrides it).
+PROCESSES = int(os.environ.get("POOLWATCH_BENCH_PROCESSES", "3"))
 
 
 def time_calls(fn: Callable[[], object], n: int) -> tuple[float, float]:
@@ -38,6 +54,36 @@ class Timings(dict[str, float]):
         super().__init__({name: statistics.median(values) for name, values in samples.items()})
         self.samples = samples
         self.cpu = Timings(cpu) if cpu is not None else None
+        #: what each process measured, when these are ``in_processes``' merged rounds
+        self.runs: list[Timings] = []
+
+    @classmethod
+    def merge(cls, runs: Sequence[Timings]) -> Timings:
+        """The rounds of several runs as one: ``ratio`` then takes the median over all their
+        blocks of two rounds, each block inside one run (every run has an even number)."""
+        if not runs or any(len(v) % 2 for run in runs for v in run.samples.values()):
+            raise ValueError("merge needs runs, each of an even number of rounds")
+
+        def joined(parts: Sequence[dict[str, list[float]]]) -> dict[str, list[float]]:
+            return {name: [x for part in parts for x in part[name]] for name in parts[0]}
+
+        cpus = [run.cpu for run in runs if run.cpu is not None]
+        merged = cls(
+            joined([run.samples for run in runs]),
+            joined([cpu.samples for cpu in cpus]) if len(cpus) == len(runs) else None,
+        )
+        merged.runs = list(runs)
+        if merged.cpu is not None:
+            merged.cpu.runs = cpus
+        return merged
+
+    def dumps(self) -> str:
+        return json.dumps({"wall": self.samples, "cpu": self.cpu.samples if self.cpu else None})
+
+    @classmethod
+    def loads(cls, text: str) -> Timings:
+        data = json.loads(text)
+        return cls(data["wall"], data["cpu"])
 
     def ratio(self, name: str, baseline: str) -> float:
         """The median over blocks of two rounds of ``name`` / ``baseline`` in those rounds.
@@ -94,6 +140,29 @@ def alternate(
     return Timings(samples, cpu)
 
 
+def in_processes(target: str, *args: str, processes: int = PROCESSES) -> Timings:
+    """``module:function(*args)`` (which runs ``alternate`` and returns its ``Timings``) in
+    ``processes`` fresh interpreters, one after another, with their rounds merged.
+
+    Rounds alternated in one process cancel drift, but not what the process itself does to
+    every round of it: where its memory layout puts the objects and code of the loop (which
+    attribute lookups share a slot of the interpreter's type cache, which share a cache line)
+    moved a ratio here by 1-2% from one process to the next, and a loop run after the others
+    in one long process read higher than alone. pyperf runs its workers in separate processes
+    for the same reason. The child (bench/_child.py) prints the rounds as JSON.
+    """
+    runs = []
+    for _ in range(processes):
+        done = subprocess.run(
+            [sys.executable, "-m", "bench._child", target, *args],
+            check=True,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        runs.append(Timings.loads(done.stdout.splitlines()[-1]))
+    return Timings.merge(runs)
+
+
 def print_table(
     title: str,
     rows: Sequence[tuple[str, float]],
@@ -102,11 +171,12 @@ def print_table(
     scale: float = 1e6,
     limit: float | None = None,
     ratios: dict[str, float] | None = None,
+    spread: dict[str, list[float]] | None = None,
 ) -> None:
     """One table: each row's time and its ratio to ``baseline``; marks rows over ``limit``.
 
     ``ratios`` (by row name) replaces the ratio of the row's value to the baseline's, e.g.
-    with ``Timings.ratio``'s paired rounds.
+    with ``Timings.ratio``'s paired rounds; ``spread`` (by row name) adds each process's own.
     """
     base = dict(rows)[baseline]
     print(f"\n{title}")
@@ -118,6 +188,8 @@ def print_table(
         flag = ""
         if limit is not None and name != baseline:
             flag = "  ok" if ratio <= limit else f"  OVER {limit}"
+        if spread and spread.get(name):
+            flag += "  (per process: " + " ".join(f"{r:.3f}" for r in spread[name]) + ")"
         print(f"  {name:<44} {value * scale:>10.2f} {ratio:>8.3f}{flag}")
 
 
@@ -142,4 +214,7 @@ def print_wall_and_cpu(
             baseline=rows[baseline],
             limit=limit,
             ratios={rows[name]: figures.ratio(name, baseline) for name in others},
+            spread={
+                rows[name]: [run.ratio(name, baseline) for run in figures.runs] for name in others
+            },
         )

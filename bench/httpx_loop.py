@@ -3,7 +3,8 @@
 One client per turn against the fast local server (bench/_server.py), each request
 ``client.get(url)`` (body read, connection back in the pool), 200 sequential requests per timed
 call. The variants alternate in one run (ABCABC...), each turn with a client made after its
-instrumentation was switched on, as in bench/aiohttp_loop.py:
+instrumentation was switched on, as in bench/aiohttp_loop.py, and each loop runs in several
+fresh processes (``_common.in_processes``):
 
 - plain httpx;
 - + poolwatch (the httpx adapter, call sites on): target ratio <= 1.03;
@@ -31,13 +32,13 @@ from opentelemetry.sdk.trace import TracerProvider
 
 import poolwatch
 
-from ._common import Timings, alternate, print_wall_and_cpu
+from ._common import Timings, alternate, in_processes, print_wall_and_cpu
 from ._otel import tracer_provider
 from ._server import RESPONSE
 
 REQUESTS_PER_CALL = 200
 CALLS = 5
-ROUNDS = 22
+ROUNDS = 8  # per process
 
 
 class _Echo(httpcore.NetworkStream):
@@ -108,6 +109,7 @@ def _switches(provider: TracerProvider) -> dict[str, tuple[Callable[[], Any], Ca
 
 def _table(kind: str, result: Timings, in_memory: bool) -> None:
     where = "in memory (no socket)" if in_memory else "on 127.0.0.1"
+    processes = len(result.runs) or 1
     rows = {
         "plain": f"httpx {kind} plain",
         "poolwatch": f"httpx {kind} + poolwatch (call sites on)",
@@ -116,8 +118,8 @@ def _table(kind: str, result: Timings, in_memory: bool) -> None:
     print_wall_and_cpu(
         lambda what: (
             f"httpx {kind}: keep-alive GET loop {where}, {what} per request (median of "
-            f"{ROUNDS} alternated rounds x {CALLS * REQUESTS_PER_CALL} requests; ratio: median "
-            "of blocks of two rounds' own ratios)"
+            f"{processes} processes x {ROUNDS} alternated rounds x {CALLS * REQUESTS_PER_CALL} "
+            "requests; ratio: median of the blocks of two rounds' own ratios)"
         ),
         rows,
         result,
@@ -125,7 +127,10 @@ def _table(kind: str, result: Timings, in_memory: bool) -> None:
     )
 
 
-def _sync_loop(url: str, provider: TracerProvider, in_memory: bool) -> None:
+def sync_loop(url: str, where: str) -> Timings:
+    """The sync loop's rounds, ``where`` "socket" or "memory"; run by ``in_processes``."""
+    in_memory = where == "memory"
+    provider = tracer_provider()
     state: dict[str, httpx.Client] = {}
 
     def batch() -> None:
@@ -146,11 +151,16 @@ def _sync_loop(url: str, provider: TracerProvider, in_memory: bool) -> None:
 
         setup[name], teardown[name] = begin, finish
     variants = {name: batch for name in setup}
-    result = alternate(variants, calls=CALLS, rounds=ROUNDS, setup=setup, teardown=teardown)
-    _table("sync", result, in_memory)
+    try:
+        return alternate(variants, calls=CALLS, rounds=ROUNDS, setup=setup, teardown=teardown)
+    finally:
+        provider.shutdown()
 
 
-def _async_loop(url: str, provider: TracerProvider, in_memory: bool) -> None:
+def async_loop(url: str, where: str) -> Timings:
+    """The async loop's rounds, ``where`` "socket" or "memory"; run by ``in_processes``."""
+    in_memory = where == "memory"
+    provider = tracer_provider()
     loop = asyncio.new_event_loop()
     state: dict[str, httpx.AsyncClient] = {}
 
@@ -179,29 +189,23 @@ def _async_loop(url: str, provider: TracerProvider, in_memory: bool) -> None:
         setup[name], teardown[name] = begin, finish
     variants = {name: run_batch for name in setup}
     try:
-        result = alternate(variants, calls=CALLS, rounds=ROUNDS, setup=setup, teardown=teardown)
+        return alternate(variants, calls=CALLS, rounds=ROUNDS, setup=setup, teardown=teardown)
     finally:
         loop.close()
-    _table("async", result, in_memory)
+        provider.shutdown()
 
 
 def main() -> None:
     from ._server import start
 
-    was = poolwatch.instrumented()
-    poolwatch.uninstrument()
     url, stop = start()
-    provider = tracer_provider()
     try:
-        for in_memory in (False, True):
-            _sync_loop(url, provider, in_memory)
-            _async_loop(url, provider, in_memory)
+        for where in ("socket", "memory"):
+            for kind, function in (("sync", "sync_loop"), ("async", "async_loop")):
+                result = in_processes(f"bench.httpx_loop:{function}", url, where)
+                _table(kind, result, where == "memory")
     finally:
-        provider.shutdown()
         stop()
-        poolwatch.uninstrument()
-        if was:
-            poolwatch.instrument(*was)
 
 
 if __name__ == "__main__":

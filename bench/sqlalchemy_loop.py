@@ -1,6 +1,7 @@
 """SQLAlchemy: pool round trips of real engines, plain vs instrumented, alternated.
 
-On a real PostgreSQL server on 127.0.0.1 (psycopg 3, QueuePool of 5), where the target is set:
+On a real PostgreSQL server on 127.0.0.1 (psycopg 3, QueuePool of 5), each loop in several
+fresh processes (``_common.in_processes``), where the target is set:
 ratio <= 1.03 with call sites on, and below OpenTelemetry's SQLAlchemy instrumentation on the
 same loop:
 - `with engine.connect(): execute("select 1")`, a sync engine;
@@ -36,10 +37,10 @@ from sqlalchemy.pool import Pool
 
 import poolwatch
 
-from ._common import alternate, print_table, print_wall_and_cpu
+from ._common import Timings, alternate, in_processes, print_table, print_wall_and_cpu
 from ._otel import tracer_provider
 
-ROUNDS = 16
+ROUNDS = 6  # per process, on PostgreSQL
 SELECTS = 2000
 ASYNC_PER_CALL = 100
 ASYNC_CALLS = 10
@@ -115,6 +116,34 @@ def _postgres_loops() -> None:
             print(f"\nsqlalchemy on PostgreSQL: skipped ({exc})")
             return
         url = f"postgresql+psycopg://bench:bench-password@127.0.0.1:{port}/postgres"
+        for kind, name, per_call in (
+            ("sync", "with engine.connect(): select 1", 1),
+            ("async", "async with engine.connect(): select 1", ASYNC_PER_CALL),
+        ):
+            result = in_processes("bench.sqlalchemy_loop:postgres_loop", kind, url)
+            calls = SELECTS if kind == "sync" else ASYNC_CALLS
+            processes = len(result.runs)
+            print_wall_and_cpu(
+                lambda what, name=name, n=calls * per_call, processes=processes: (
+                    f"sqlalchemy {name} on PostgreSQL (psycopg, 127.0.0.1), {what} per "
+                    f"statement (median of {processes} processes x {ROUNDS} alternated rounds "
+                    f"x {n}; ratio: median of the blocks of two rounds' own ratios)"
+                ),
+                {
+                    "plain": "plain",
+                    "noop": "+ no-op pool listeners (event floor)",
+                    "poolwatch": "+ poolwatch (call sites on)",
+                    "otel": "+ OpenTelemetry SQLAlchemy",
+                },
+                result,
+                per_call=per_call,
+            )
+
+
+def postgres_loop(kind: str, url: str) -> Timings:
+    """The rounds of the ``kind`` ("sync" or "async") loop on PostgreSQL at ``url``; run by
+    ``in_processes``."""
+    with ExitStack() as stack:
         engine = create_engine(url, pool_size=5, max_overflow=0)
         stack.callback(engine.dispose)
         loop = asyncio.new_event_loop()
@@ -138,42 +167,22 @@ def _postgres_loops() -> None:
         def async_select() -> None:
             loop.run_until_complete(select_many(ASYNC_PER_CALL))
 
-        for name, fn, calls, per_call, sync_engine in (
-            ("with engine.connect(): select 1", select_one, SELECTS, 1, engine),
-            (
-                "async with engine.connect(): select 1",
-                async_select,
-                ASYNC_CALLS,
-                ASYNC_PER_CALL,
-                async_engine.sync_engine,
-            ),
-        ):
-            result = alternate(
-                {"plain": fn, "noop": fn, "poolwatch": fn, "otel": fn},
-                calls=calls,
-                rounds=ROUNDS,
-                setup={
-                    "noop": _listen,
-                    "poolwatch": _instrument,
-                    "otel": partial(_otel_on, otel, sync_engine, provider),
-                },
-                teardown={"noop": _unlisten, "poolwatch": _uninstrument, "otel": otel.uninstrument},
-            )
-            print_wall_and_cpu(
-                lambda what, name=name, calls=calls, per_call=per_call: (
-                    f"sqlalchemy {name} on PostgreSQL (psycopg, 127.0.0.1), {what} per "
-                    f"statement (median of {ROUNDS} alternated rounds x {calls * per_call}; "
-                    "ratio: median of blocks of two rounds' own ratios)"
-                ),
-                {
-                    "plain": "plain",
-                    "noop": "+ no-op pool listeners (event floor)",
-                    "poolwatch": "+ poolwatch (call sites on)",
-                    "otel": "+ OpenTelemetry SQLAlchemy",
-                },
-                result,
-                per_call=per_call,
-            )
+        fn, calls, sync_engine = (
+            (select_one, SELECTS, engine)
+            if kind == "sync"
+            else (async_select, ASYNC_CALLS, async_engine.sync_engine)
+        )
+        return alternate(
+            {"plain": fn, "noop": fn, "poolwatch": fn, "otel": fn},
+            calls=calls,
+            rounds=ROUNDS,
+            setup={
+                "noop": _listen,
+                "poolwatch": _instrument,
+                "otel": partial(_otel_on, otel, sync_engine, provider),
+            },
+            teardown={"noop": _unlisten, "poolwatch": _uninstrument, "otel": otel.uninstrument},
+        )
 
 
 def _sqlite_loops() -> None:

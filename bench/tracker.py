@@ -2,16 +2,14 @@
 
 Table 1: a keep-alive GET loop with requests and with urllib3 against a fast local server,
 plain vs poolwatch vs OpenTelemetry's own requests / urllib3 instrumentation (the peer users
-already run, see bench/_otel.py), alternated in one run (target: ratio <= 1.03, call sites on,
-and below the peer), in wall and client CPU time.
+already run, see bench/_otel.py), alternated in one run, in several fresh processes
+(``_common.in_processes``) (target: ratio <= 1.03, call sites on, and below the peer), in wall
+and client CPU time.
 Table 2: the tracker's checkout+checkin against urllib3's own _get_conn+_put_conn
 (target: <= 0.5x).
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable
-from typing import Any
 
 import requests
 import urllib3
@@ -21,14 +19,37 @@ from opentelemetry.instrumentation.urllib3 import URLLib3Instrumentor
 import poolwatch
 from poolwatch import Tracker
 
-from ._common import alternate, print_table, print_wall_and_cpu
+from ._common import Timings, alternate, in_processes, print_table, print_wall_and_cpu
 from ._otel import tracer_provider
 from ._server import start
 
-ROUNDS = 16
+ROUNDS = 6  # per process
+CALLS = 2000
+_OTEL_LABELS = {"requests": "OpenTelemetry requests", "urllib3": "OpenTelemetry urllib3"}
 
 
 def _request_loops(url: str) -> None:
+    for name, otel_label in _OTEL_LABELS.items():
+        result = in_processes("bench.tracker:request_loop", name, url)
+        processes = len(result.runs)
+
+        def title(what: str, name: str = name, processes: int = processes) -> str:
+            return (
+                f"{name}: keep-alive GET loop on 127.0.0.1, {what} (median of {processes} "
+                f"processes x {ROUNDS} alternated rounds x {CALLS}; ratio: median of the blocks "
+                "of two rounds' own ratios)"
+            )
+
+        rows = {
+            "plain": f"{name} plain",
+            "instrumented": f"{name} + poolwatch",
+            "otel": f"{name} + {otel_label}",
+        }
+        print_wall_and_cpu(title, rows, result)
+
+
+def request_loop(name: str, url: str) -> Timings:
+    """The rounds of the ``name`` ("requests" or "urllib3") loop; run by ``in_processes``."""
     session = requests.Session()
     http = urllib3.PoolManager(maxsize=1)
     provider = tracer_provider()
@@ -39,47 +60,29 @@ def _request_loops(url: str) -> None:
     def urllib3_get() -> None:
         http.request("GET", url).data  # noqa: B018
 
-    peers = (
-        ("requests", requests_get, RequestsInstrumentor(), "OpenTelemetry requests"),
-        ("urllib3", urllib3_get, URLLib3Instrumentor(), "OpenTelemetry urllib3"),
-    )
+    fn, otel = {
+        "requests": (requests_get, RequestsInstrumentor()),
+        "urllib3": (urllib3_get, URLLib3Instrumentor()),
+    }[name]
+
+    def otel_on() -> None:
+        otel.instrument(tracer_provider=provider)
+
     try:
-        for name, fn, otel, otel_label in peers:
-            _request_loop(name, fn, otel, otel_label, provider)
+        return alternate(
+            {"plain": fn, "instrumented": fn, "otel": fn},
+            calls=CALLS,
+            rounds=ROUNDS,
+            setup={"instrumented": lambda: poolwatch.instrument("urllib3"), "otel": otel_on},
+            teardown={
+                "instrumented": lambda: poolwatch.uninstrument("urllib3"),
+                "otel": otel.uninstrument,
+            },
+        )
     finally:
         provider.shutdown()
         session.close()
         http.clear()
-
-
-def _request_loop(
-    name: str, fn: Callable[[], None], otel: Any, otel_label: str, provider: Any
-) -> None:
-    def otel_on() -> None:
-        otel.instrument(tracer_provider=provider)
-
-    def title(what: str) -> str:
-        return (
-            f"{name}: keep-alive GET loop on 127.0.0.1, {what} (median of {ROUNDS} alternated "
-            "rounds x 2000; ratio: median of blocks of two rounds' own ratios)"
-        )
-
-    result = alternate(
-        {"plain": fn, "instrumented": fn, "otel": fn},
-        calls=2000,
-        rounds=ROUNDS,
-        setup={"instrumented": lambda: poolwatch.instrument("urllib3"), "otel": otel_on},
-        teardown={
-            "instrumented": lambda: poolwatch.uninstrument("urllib3"),
-            "otel": otel.uninstrument,
-        },
-    )
-    rows = {
-        "plain": f"{name} plain",
-        "instrumented": f"{name} + poolwatch",
-        "otel": f"{name} + {otel_label}",
-    }
-    print_wall_and_cpu(title, rows, result)
 
 
 def _tracker_cost(url: str) -> None:
