@@ -18,6 +18,7 @@ __all__ = [
     "alternate",
     "in_processes",
     "print_table",
+    "rounds_label",
     "print_wall_and_cpu",
     "time_calls",
 ]
@@ -161,6 +162,12 @@ def in_processes(target: str, *args: str, processes: int = PROCESSES) -> Timings
         )
         runs.append(Timings.loads(done.stdout.splitlines()[-1]))
     return Timings.merge(runs)
+
+
+def rounds_label(result: Timings, rounds: int) -> str:
+    """`3 processes x 8 alternated rounds`, for a table's title."""
+    n = len(result.runs) or 1
+    return f"{n} process{'' if n == 1 else 'es'} x {rounds} alternated rounds"
 
 
 def print_table(

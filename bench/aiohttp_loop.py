@@ -27,7 +27,7 @@ from opentelemetry.instrumentation.aiohttp_client import AioHttpClientInstrument
 
 import poolwatch
 
-from ._common import Timings, alternate, in_processes, print_wall_and_cpu
+from ._common import Timings, alternate, in_processes, print_wall_and_cpu, rounds_label
 from ._otel import tracer_provider
 
 REQUESTS_PER_CALL = 200
@@ -51,9 +51,8 @@ def main() -> None:
     print_wall_and_cpu(
         lambda what: (
             f"aiohttp: keep-alive GET loop on 127.0.0.1, {what} per request (median of "
-            f"{len(result.runs)} processes x {ROUNDS} alternated rounds x "
-            f"{CALLS * REQUESTS_PER_CALL} requests; ratio: median of the blocks of two rounds' "
-            "own ratios)"
+            f"{rounds_label(result, ROUNDS)} x {CALLS * REQUESTS_PER_CALL} requests; ratio: "
+            "median of the blocks of two rounds' own ratios)"
         ),
         rows,
         result,

@@ -32,7 +32,7 @@ from opentelemetry.sdk.trace import TracerProvider
 
 import poolwatch
 
-from ._common import Timings, alternate, in_processes, print_wall_and_cpu
+from ._common import Timings, alternate, in_processes, print_wall_and_cpu, rounds_label
 from ._otel import tracer_provider
 from ._server import RESPONSE
 
@@ -109,7 +109,6 @@ def _switches(provider: TracerProvider) -> dict[str, tuple[Callable[[], Any], Ca
 
 def _table(kind: str, result: Timings, in_memory: bool) -> None:
     where = "in memory (no socket)" if in_memory else "on 127.0.0.1"
-    processes = len(result.runs) or 1
     rows = {
         "plain": f"httpx {kind} plain",
         "poolwatch": f"httpx {kind} + poolwatch (call sites on)",
@@ -118,8 +117,8 @@ def _table(kind: str, result: Timings, in_memory: bool) -> None:
     print_wall_and_cpu(
         lambda what: (
             f"httpx {kind}: keep-alive GET loop {where}, {what} per request (median of "
-            f"{processes} processes x {ROUNDS} alternated rounds x {CALLS * REQUESTS_PER_CALL} "
-            "requests; ratio: median of the blocks of two rounds' own ratios)"
+            f"{rounds_label(result, ROUNDS)} x {CALLS * REQUESTS_PER_CALL} requests; ratio: "
+            "median of the blocks of two rounds' own ratios)"
         ),
         rows,
         result,

@@ -37,7 +37,14 @@ from sqlalchemy.pool import Pool
 
 import poolwatch
 
-from ._common import Timings, alternate, in_processes, print_table, print_wall_and_cpu
+from ._common import (
+    Timings,
+    alternate,
+    in_processes,
+    print_table,
+    print_wall_and_cpu,
+    rounds_label,
+)
 from ._otel import tracer_provider
 
 ROUNDS = 6  # per process, on PostgreSQL
@@ -122,12 +129,12 @@ def _postgres_loops() -> None:
         ):
             result = in_processes("bench.sqlalchemy_loop:postgres_loop", kind, url)
             calls = SELECTS if kind == "sync" else ASYNC_CALLS
-            processes = len(result.runs)
+            label = rounds_label(result, ROUNDS)
             print_wall_and_cpu(
-                lambda what, name=name, n=calls * per_call, processes=processes: (
+                lambda what, name=name, n=calls * per_call, label=label: (
                     f"sqlalchemy {name} on PostgreSQL (psycopg, 127.0.0.1), {what} per "
-                    f"statement (median of {processes} processes x {ROUNDS} alternated rounds "
-                    f"x {n}; ratio: median of the blocks of two rounds' own ratios)"
+                    f"statement (median of {label} x {n}; ratio: median of the blocks of two "
+                    "rounds' own ratios)"
                 ),
                 {
                     "plain": "plain",

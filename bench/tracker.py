@@ -19,7 +19,14 @@ from opentelemetry.instrumentation.urllib3 import URLLib3Instrumentor
 import poolwatch
 from poolwatch import Tracker
 
-from ._common import Timings, alternate, in_processes, print_table, print_wall_and_cpu
+from ._common import (
+    Timings,
+    alternate,
+    in_processes,
+    print_table,
+    print_wall_and_cpu,
+    rounds_label,
+)
 from ._otel import tracer_provider
 from ._server import start
 
@@ -31,13 +38,12 @@ _OTEL_LABELS = {"requests": "OpenTelemetry requests", "urllib3": "OpenTelemetry 
 def _request_loops(url: str) -> None:
     for name, otel_label in _OTEL_LABELS.items():
         result = in_processes("bench.tracker:request_loop", name, url)
-        processes = len(result.runs)
+        label = rounds_label(result, ROUNDS)
 
-        def title(what: str, name: str = name, processes: int = processes) -> str:
+        def title(what: str, name: str = name, label: str = label) -> str:
             return (
-                f"{name}: keep-alive GET loop on 127.0.0.1, {what} (median of {processes} "
-                f"processes x {ROUNDS} alternated rounds x {CALLS}; ratio: median of the blocks "
-                "of two rounds' own ratios)"
+                f"{name}: keep-alive GET loop on 127.0.0.1, {what} (median of {label} x "
+                f"{CALLS}; ratio: median of the blocks of two rounds' own ratios)"
             )
 
         rows = {
