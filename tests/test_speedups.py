@@ -724,6 +724,7 @@ def _sqlalchemy_hooks(tracker: Tracker) -> tuple[Any, Any, list[tuple[Any, ...]]
             functools.partial(tracker.callsites.capture, 0),
             tracker.checkout,
             lambda: None,
+            None,  # no finder: the parent greenlets are parents()'s to walk
         ),
     )
     checkin = speedups.Hook(
@@ -782,6 +783,45 @@ def test_sqlalchemy_listeners_in_c_lease_and_return_as_the_python_ones() -> None
     (lease,) = pool_record.leases.values()
     checkin(None, record)  # a live fairy whose DBAPI connection is gone: discarded
     assert (slow, lease.state, len(pool_record.leases)) == ([], "discarded", 0)
+
+
+@needs_c
+def test_sqlalchemy_checkout_in_c_finds_the_user_line_in_a_parent_greenlet() -> None:
+    """An asyncio engine's checkout runs in a greenlet with no user frame: given the tracker's
+    finder, the C listener walks the greenlets that switched to it itself (no Python call)."""
+    import greenlet
+
+    speedups = _native.speedups
+    assert speedups is not None
+    tracker = Tracker()
+    parents: list[int] = []
+    checkout = speedups.Hook(
+        speedups.SQLALCHEMY_CHECKOUT,
+        print,
+        print,
+        tracker.internal_error,
+        "sqlalchemy.checkout",
+        state=(
+            tracker.find_pool,
+            functools.partial(tracker.callsites.capture, 0),
+            tracker.checkout,
+            lambda: parents.append(1),
+            tracker.callsites,
+        ),
+    )
+    known = _Pool()
+    pool_record = tracker.pool(known, "sqlalchemy", "db")
+    record, fairy = _Record(known), _Conn()
+    # map and list are C: the child greenlet calls the listener with no Python frame at all
+    child = greenlet.greenlet(functools.partial(list, map(checkout, ["dbapi"], [record], [fairy])))
+    child.switch()  # this line is the call site
+    (lease,) = pool_record.leases.values()
+    assert (lease.callsite.filename, lease.callsite.function) == (
+        __file__,
+        "test_sqlalchemy_checkout_in_c_finds_the_user_line_in_a_parent_greenlet",
+    )
+    assert parents == []
+    assert dict(tracker.internal_errors) == {}
 
 
 @needs_c

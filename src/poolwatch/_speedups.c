@@ -1464,16 +1464,27 @@ httpcore_wait(HookObject *hook, PyObject *const *args, size_t nargsf, PyObject *
  * Measured on a `with engine.connect(): select 1` loop against PostgreSQL, the listeners in
  * Python cost about 6% of the client's CPU time; see bench/sqlalchemy_loop.py.
  *
- *   CHECKOUT  state = (find_pool, capture, checkout, parents)  args = (dbapi, record, fairy)
- *   CHECKIN   state = (find_pool, checkin)                      args = (dbapi, record)
+ *   CHECKOUT  state = (find_pool, capture, checkout, parents, finder)
+ *                                                    args = (dbapi, record, fairy)
+ *   CHECKIN   state = (find_pool, checkin)           args = (dbapi, record)
  *
  * capture() is the tracker's finder bound to its depth: called from here, the frame it starts
  * from is SQLAlchemy's dispatch (a C listener adds none). When it finds no user frame (an
- * asyncio engine's greenlet holds only SQLAlchemy's), parents() looks in the greenlets that
- * switched to this one (_SiteFinder.find_in_parents), as the Python listener does. */
-enum { ST_SA_FIND_POOL, ST_SA_CAPTURE, ST_SA_CHECKOUT, ST_SA_PARENTS, N_SA_CHECKOUT_STATE };
+ * asyncio engine's greenlet holds only SQLAlchemy's), the greenlets that switched to this one
+ * are looked in, as the Python listener does: by sa_parents() below where `finder` is the
+ * tracker's CallSiteFinder (its capture is the C one and sites carry no stack), else by
+ * parents() (_SiteFinder.find_in_parents). */
+enum {
+    ST_SA_FIND_POOL,
+    ST_SA_CAPTURE,
+    ST_SA_CHECKOUT,
+    ST_SA_PARENTS,
+    ST_SA_FINDER,
+    N_SA_CHECKOUT_STATE
+};
 enum { ST_SA_CHECKIN = 1, N_SA_CHECKIN_STATE };
 static PyObject *S_record_pool, *S_discarded, *S_sqlalchemy_prefix, *S_filename;
+static PyObject *S_greenlet, *S_getcurrent, *S_parent, *S_gr_frame;
 
 /* The lease of `key` in the pool of record `record`: a borrowed reference, or NULL (with an
  * exception if the lookup failed). */
@@ -1534,6 +1545,57 @@ listener_end(HookObject *hook, PyObject *const *args, size_t nargsf, int slow, P
     Py_RETURN_NONE;
 }
 
+static PyObject *sp_capture_at(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+
+/* _SiteFinder.find_in_parents in C, for the common case: the first user frame in the
+ * greenlets that switched to this one, nearest first, found by capture_at(finder, frame); None
+ * when there is none (or greenlet is not loaded). Sets *python, and returns NULL with no
+ * exception, when that frame is SQLAlchemy's generated code: the Python listener looks again. */
+static PyObject *
+sa_parents(PyObject *finder, int *python)
+{
+    PyObject *module = PyImport_GetModule(S_greenlet);
+    if (module == NULL)
+        return PyErr_Occurred() ? NULL : Py_NewRef(Py_None);
+    PyObject *current = PyObject_CallMethodNoArgs(module, S_getcurrent);
+    Py_DECREF(module);
+    PyObject *outer = current ? PyObject_GetAttr(current, S_parent) : NULL;
+    Py_XDECREF(current);
+    PyObject *found = NULL;
+    while (outer != NULL && outer != Py_None) {
+        PyObject *frame = PyObject_GetAttr(outer, S_gr_frame);
+        if (frame == NULL)
+            break;
+        if (frame != Py_None) {
+            found = sp_capture_at(NULL, (PyObject *[]){finder, frame}, 2);
+            Py_DECREF(frame);
+            if (found == NULL)
+                break;
+            PyObject *callsite = PyTuple_Check(found) && PyTuple_GET_SIZE(found) > 0
+                                     ? PyTuple_GET_ITEM(found, 0)
+                                     : NULL;
+            if (callsite != PyTuple_GET_ITEM(UNKNOWN_PAIR, 0) &&
+                callsite != PyTuple_GET_ITEM(TASK_PAIR, 0)) {
+                if (site_needs_python(found)) {
+                    Py_CLEAR(found);
+                    *python = 1;
+                }
+                break;
+            }
+            Py_CLEAR(found); /* the event loop, or SQLAlchemy's frames only: the next one */
+        }
+        else
+            Py_DECREF(frame);
+        Py_SETREF(outer, PyObject_GetAttr(outer, S_parent));
+    }
+    if (outer == NULL) /* an error reading a greenlet */
+        return NULL;
+    Py_DECREF(outer);
+    if (found == NULL && !*python && !PyErr_Occurred())
+        found = Py_NewRef(Py_None);
+    return found;
+}
+
 static PyObject *
 sqlalchemy_checkout(HookObject *hook, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
@@ -1560,7 +1622,10 @@ sqlalchemy_checkout(HookObject *hook, PyObject *const *args, size_t nargsf, PyOb
     if ((site = PyObject_Vectorcall(state[ST_SA_CAPTURE], NULL, 0, NULL)) == NULL)
         goto out;
     if (site_unknown(site) == 1) {
-        PyObject *found = PyObject_Vectorcall(state[ST_SA_PARENTS], NULL, 0, NULL);
+        PyObject *finder = state[ST_SA_FINDER];
+        PyObject *found = finder != Py_None
+                              ? sa_parents(finder, &slow)
+                              : PyObject_Vectorcall(state[ST_SA_PARENTS], NULL, 0, NULL);
         if (found == NULL)
             goto out;
         if (found == Py_None)
@@ -1793,7 +1858,8 @@ hook_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
                                                            : N_U3_STATE;
         bad_state = state == NULL || PyTuple_GET_SIZE(state) != want ||
                     (httpcore && !PyContextVar_CheckExact(PyTuple_GET_ITEM(state, ST_VAR)));
-        Py_ssize_t to = urllib3 ? ST_U3_LAST : want;
+        /* the last of urllib3's is its thread-local, of a SQLAlchemy checkout its finder */
+        Py_ssize_t to = urllib3 ? ST_U3_LAST : mode == HOOK_SQLALCHEMY_CHECKOUT ? ST_SA_FINDER : want;
         for (Py_ssize_t i = httpcore ? 1 : 0; !bad_state && i < to; i++)
             bad_state = !PyCallable_Check(PyTuple_GET_ITEM(state, i));
     }
@@ -2027,6 +2093,10 @@ intern_names(void)
     NAME(S_discarded, "discarded")
     NAME(S_sqlalchemy_prefix, "<sqlalchemy")
     NAME(S_max_overflow, "_max_overflow")
+    NAME(S_greenlet, "greenlet")
+    NAME(S_getcurrent, "getcurrent")
+    NAME(S_parent, "parent")
+    NAME(S_gr_frame, "gr_frame")
     NAME(S_overflow, "_overflow")
     NAME(S_filename, "filename")
     NAME(S_lease, "lease")

@@ -157,6 +157,9 @@ class _SiteFinder:
         self._capture_at = (
             speedups.capture_at if speedups is not None and finder.native and depth == 0 else None
         )
+        #: the finder the C checkout listener walks the parent greenlets with, where it can
+        #: (else it calls find_in_parents)
+        self.c_finder = finder if self._capture_at is not None else None
 
     def _is_library(self, filename: str) -> bool:
         hit = self._skip.get(filename)
@@ -387,6 +390,7 @@ class SQLAlchemyAdapter(Adapter):
                 partial(capture, tracker.stack_depth),
                 tracker.checkout,
                 sites.find_in_parents,
+                sites.c_finder,
             ),
         )
         fast_checkin = listener(
