@@ -708,8 +708,11 @@ class _Record:
         self._ConnectionRecord__pool = pool
 
 
-def _sqlalchemy_hooks(tracker: Tracker) -> tuple[Any, Any, list[tuple[Any, ...]]]:
-    """The two SQLAlchemy listener hooks on ``tracker``, with Python listeners that record."""
+def _sqlalchemy_hooks(
+    tracker: Tracker, parents: Callable[[], Any] = lambda: None, finder: Any = None
+) -> tuple[Any, Any, list[tuple[Any, ...]]]:
+    """The two SQLAlchemy listener hooks on ``tracker``, with Python listeners that record.
+    With no ``finder``, ``parents()`` is what walks the parent greenlets."""
     speedups = _native.speedups
     assert speedups is not None
     slow: list[tuple[Any, ...]] = []
@@ -723,8 +726,8 @@ def _sqlalchemy_hooks(tracker: Tracker) -> tuple[Any, Any, list[tuple[Any, ...]]
             tracker.find_pool,
             functools.partial(tracker.callsites.capture, 0),
             tracker.checkout,
-            lambda: None,
-            None,  # no finder: the parent greenlets are parents()'s to walk
+            parents,
+            finder,
         ),
     )
     checkin = speedups.Hook(
@@ -791,24 +794,9 @@ def test_sqlalchemy_checkout_in_c_finds_the_user_line_in_a_parent_greenlet() -> 
     finder, the C listener walks the greenlets that switched to it itself (no Python call)."""
     import greenlet
 
-    speedups = _native.speedups
-    assert speedups is not None
     tracker = Tracker()
     parents: list[int] = []
-    checkout = speedups.Hook(
-        speedups.SQLALCHEMY_CHECKOUT,
-        print,
-        print,
-        tracker.internal_error,
-        "sqlalchemy.checkout",
-        state=(
-            tracker.find_pool,
-            functools.partial(tracker.callsites.capture, 0),
-            tracker.checkout,
-            lambda: parents.append(1),
-            tracker.callsites,
-        ),
-    )
+    checkout, _, slow = _sqlalchemy_hooks(tracker, lambda: parents.append(1), tracker.callsites)
     known = _Pool()
     pool_record = tracker.pool(known, "sqlalchemy", "db")
     record, fairy = _Record(known), _Conn()
@@ -820,7 +808,7 @@ def test_sqlalchemy_checkout_in_c_finds_the_user_line_in_a_parent_greenlet() -> 
         __file__,
         "test_sqlalchemy_checkout_in_c_finds_the_user_line_in_a_parent_greenlet",
     )
-    assert parents == []
+    assert (parents, slow) == ([], [])  # neither find_in_parents nor the Python listener
     assert dict(tracker.internal_errors) == {}
 
 
