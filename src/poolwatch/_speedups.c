@@ -1901,7 +1901,8 @@ hook_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
                         "Hook(mode, original, slow, error, where, *, call, bound, miss, first, "
                         "second, attr, value, state): a GUARD hook needs attr, an httpcore hook "
                         "its state tuple (a ContextVar, then callables), a SQLAlchemy listener "
-                        "its state tuple of callables, a urllib3 checkout attr and its state "
+                        "its state tuple of callables (a checkout's last: its finder or None), "
+                        "a urllib3 checkout attr and its state "
                         "tuple (two callables, then the thread-local), a RESULT hook attr and a "
                         "callable call, a SQLALCHEMY_GET hook none of these, the others a "
                         "callable call; call takes at most 8 bound "
@@ -2093,11 +2094,11 @@ intern_names(void)
     NAME(S_discarded, "discarded")
     NAME(S_sqlalchemy_prefix, "<sqlalchemy")
     NAME(S_max_overflow, "_max_overflow")
+    NAME(S_overflow, "_overflow")
     NAME(S_greenlet, "greenlet")
     NAME(S_getcurrent, "getcurrent")
     NAME(S_parent, "parent")
     NAME(S_gr_frame, "gr_frame")
-    NAME(S_overflow, "_overflow")
     NAME(S_filename, "filename")
     NAME(S_lease, "lease")
     NAME(S_thread_key, "poolwatch.thread")
