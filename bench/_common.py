@@ -18,8 +18,8 @@ __all__ = [
     "alternate",
     "in_processes",
     "print_table",
-    "rounds_label",
     "print_wall_and_cpu",
+    "rounds_label",
     "time_calls",
 ]
 
