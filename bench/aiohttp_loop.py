@@ -11,7 +11,9 @@ to sessions created while it is on; the loop runs in several fresh processes
 - + poolwatch (the aiohttp adapter, call sites on): target ratio <= 1.03;
 - + OpenTelemetry ``AioHttpClientInstrumentor`` with the SDK's TracerProvider (always-on
   sampling, a BatchSpanProcessor whose exporter drops the spans): the peer users already run
-  in production; poolwatch's overhead should sit below it.
+  in production; poolwatch's overhead should sit below it;
+- plain aiohttp again (``_common.AGAIN``): the A/A row, what the bench reads for no overhead
+  at all.
 
 A second table gives the client process's CPU time per request over the same calls: on a busy
 machine wall time also carries the server's scheduling, CPU time only what the client spent.
@@ -27,12 +29,12 @@ from opentelemetry.instrumentation.aiohttp_client import AioHttpClientInstrument
 
 import poolwatch
 
-from ._common import Timings, alternate, in_processes, print_wall_and_cpu, rounds_label
+from ._common import AGAIN, Timings, alternate, in_processes, print_wall_and_cpu, rounds_label
 from ._otel import tracer_provider
 
 REQUESTS_PER_CALL = 200
 CALLS = 5
-ROUNDS = 8  # per process
+ROUNDS = 4  # per process (``in_processes`` runs many)
 
 
 def main() -> None:
@@ -102,16 +104,18 @@ def request_loop(url: str) -> Timings:
     def otel_on() -> None:
         otel.instrument(tracer_provider=provider)
 
-    variants = {name: run_batch for name in ("plain", "poolwatch", "otel")}
+    variants = {name: run_batch for name in ("plain", "poolwatch", "otel", AGAIN)}
     setup = {
         "plain": turn(nothing),
         "poolwatch": turn(lambda: poolwatch.instrument("aiohttp")),
         "otel": turn(otel_on),
+        AGAIN: turn(nothing),
     }
     teardown = {
         "plain": end(nothing),
         "poolwatch": end(lambda: poolwatch.uninstrument("aiohttp")),
         "otel": end(otel.uninstrument),
+        AGAIN: end(nothing),
     }
     try:
         return alternate(variants, calls=CALLS, rounds=ROUNDS, setup=setup, teardown=teardown)

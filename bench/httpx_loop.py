@@ -10,7 +10,9 @@ fresh processes (``_common.in_processes``):
 - + poolwatch (the httpx adapter, call sites on): target ratio <= 1.03;
 - + OpenTelemetry ``HTTPXClientInstrumentor`` with the SDK's TracerProvider (always-on
   sampling, a BatchSpanProcessor whose exporter drops the spans): the peer users already run
-  in production; poolwatch's overhead should sit below it.
+  in production; poolwatch's overhead should sit below it;
+- plain httpx again (``_common.AGAIN``): the A/A row, what the bench reads for no overhead at
+  all.
 
 The same loops run a second time over an in-memory network backend (no kernel, no server):
 httpx's own CPU is then the whole baseline, so the ratio is the hooks' cost at its harshest and
@@ -32,13 +34,13 @@ from opentelemetry.sdk.trace import TracerProvider
 
 import poolwatch
 
-from ._common import Timings, alternate, in_processes, print_wall_and_cpu, rounds_label
+from ._common import AGAIN, Timings, alternate, in_processes, print_wall_and_cpu, rounds_label
 from ._otel import tracer_provider
 from ._server import RESPONSE
 
 REQUESTS_PER_CALL = 200
 CALLS = 5
-ROUNDS = 8  # per process
+ROUNDS = 4  # per process (``in_processes`` runs many)
 
 
 class _Echo(httpcore.NetworkStream):
@@ -104,6 +106,7 @@ def _switches(provider: TracerProvider) -> dict[str, tuple[Callable[[], Any], Ca
         "plain": (lambda: None, lambda: None),
         "poolwatch": (lambda: poolwatch.instrument("httpx"), poolwatch.uninstrument),
         "otel": (lambda: otel.instrument(tracer_provider=provider), otel.uninstrument),
+        AGAIN: (lambda: None, lambda: None),
     }
 
 

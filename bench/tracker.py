@@ -4,7 +4,7 @@ Table 1: a keep-alive GET loop with requests and with urllib3 against a fast loc
 plain vs poolwatch vs OpenTelemetry's own requests / urllib3 instrumentation (the peer users
 already run, see bench/_otel.py), alternated in one run, in several fresh processes
 (``_common.in_processes``) (target: ratio <= 1.03, call sites on, and below the peer), in wall
-and client CPU time.
+and client CPU time, with plain run again as the A/A row (``_common.AGAIN``).
 Table 2: the tracker's checkout+checkin against urllib3's own _get_conn+_put_conn
 (target: <= 0.5x).
 """
@@ -20,6 +20,7 @@ import poolwatch
 from poolwatch import Tracker
 
 from ._common import (
+    AGAIN,
     Timings,
     alternate,
     in_processes,
@@ -30,7 +31,7 @@ from ._common import (
 from ._otel import tracer_provider
 from ._server import start
 
-ROUNDS = 6  # per process
+ROUNDS = 2  # per process (``in_processes`` runs many)
 CALLS = 2000
 _OTEL_LABELS = {"requests": "OpenTelemetry requests", "urllib3": "OpenTelemetry urllib3"}
 
@@ -76,7 +77,7 @@ def request_loop(name: str, url: str) -> Timings:
 
     try:
         return alternate(
-            {"plain": fn, "instrumented": fn, "otel": fn},
+            {"plain": fn, "instrumented": fn, "otel": fn, AGAIN: fn},
             calls=CALLS,
             rounds=ROUNDS,
             setup={"instrumented": lambda: poolwatch.instrument("urllib3"), "otel": otel_on},
