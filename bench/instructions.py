@@ -192,15 +192,12 @@ def main() -> None:
         labels = {"plain": f"{name} plain", "poolwatch": f"{name} + poolwatch"}
         _table(name, labels, "keep-alive GET on 127.0.0.1")
 
-    from tests._postgres import PostgresUnavailable, running_postgres
+    from .sqlalchemy_loop import postgres_url
 
     with ExitStack() as stack:
-        try:
-            port = stack.enter_context(running_postgres("bench", "bench-password"))
-        except PostgresUnavailable as exc:
-            print(f"\nbench.instructions, sqlalchemy on PostgreSQL: skipped ({exc})")
+        url = postgres_url(stack, "bench.instructions, sqlalchemy")
+        if url is None:
             return
-        url = f"postgresql+psycopg://bench:bench-password@127.0.0.1:{port}/postgres"
         for name in SQLALCHEMY_LOOPS:
             labels = {
                 "plain": f"{name} plain",

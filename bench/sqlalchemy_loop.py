@@ -115,16 +115,24 @@ def main() -> None:
             poolwatch.instrument(*was)
 
 
-def _postgres_loops() -> None:
+def postgres_url(stack: ExitStack, what: str) -> str | None:
+    """A local PostgreSQL for ``what``'s loops, stopped with ``stack``: its psycopg URL, or
+    None (``what`` said skipped) when no PostgreSQL server is installed."""
     from tests._postgres import PostgresUnavailable, running_postgres
 
+    try:
+        port = stack.enter_context(running_postgres("bench", "bench-password"))
+    except PostgresUnavailable as exc:
+        print(f"\n{what} on PostgreSQL: skipped ({exc})")
+        return None
+    return f"postgresql+psycopg://bench:bench-password@127.0.0.1:{port}/postgres"
+
+
+def _postgres_loops() -> None:
     with ExitStack() as stack:
-        try:
-            port = stack.enter_context(running_postgres("bench", "bench-password"))
-        except PostgresUnavailable as exc:
-            print(f"\nsqlalchemy on PostgreSQL: skipped ({exc})")
+        url = postgres_url(stack, "sqlalchemy")
+        if url is None:
             return
-        url = f"postgresql+psycopg://bench:bench-password@127.0.0.1:{port}/postgres"
         for kind, name, per_call in (
             ("sync", "with engine.connect(): select 1", 1),
             ("async", "async with engine.connect(): select 1", ASYNC_PER_CALL),
