@@ -135,7 +135,7 @@ def alternate(
     A whole round runs first and is not kept, as pyperf warms up each worker: the timed
     rounds then start past a fresh process's first turns. Without it, the baseline (which
     opens the first round) read slower than itself run again mid-round (the A/A row,
-    ``AGAIN``) in 9 of the 12 HTTP tables of a whole run (0.960-0.994), which lowered every
+    ``AGAIN``) in 10 of the 14 HTTP tables of a whole run (0.960-0.994), which lowered every
     other ratio alike.
     """
     samples: dict[str, list[float]] = {name: [] for name in variants}
