@@ -361,20 +361,25 @@ class Tracker:
         request would cost more than the rest of the hooks (``attach_response`` records them
         eagerly).
         """
-        record = self._pools.get(id(obj))
+        key = id(obj)
+        record = self._pools.get(key)
         if record is not None:
             if record.ref() is obj:
                 return record
             # A collected pool whose id a new one reuses before its report was applied: retire
             # it now, or its leases would vanish with the record this one replaces.
-            self._pool_collected(id(obj))
-        key = id(obj)
+            self._pool_collected(key)
         pending = self._pending
         ref = weakref.ref(obj, lambda _ref: pending.append(("pool", key)))
         record = PoolRecord(
             ref, kind, name() if callable(name) else name, stats, socket_of, idle_of, response_of
         )
         with self._lock:
+            # Another thread may have met this pool at the same moment: the first record wins,
+            # or the leases taken through the other would land in a record nobody reads.
+            first = self._pools.get(key)
+            if first is not None and first.ref() is obj:
+                return first
             self._pools[key] = record
         return record
 
