@@ -534,6 +534,14 @@ class Tracker:
         except TypeError:
             pass
 
+    def reconnect(self, record: LeaseRecord, connection: Any) -> None:
+        """The lease now holds ``connection``: the library retried the same request on another
+        connection (httpcore after ``ConnectionNotAvailable``). Still one request, one lease."""
+        try:
+            record[_CONNECTION] = weakref.ref(connection)
+        except TypeError:
+            record[_CONNECTION] = None
+
     def _attach_response(self, record: LeaseRecord, facts: ResponseFacts | tuple[Any, ...]) -> None:
         """``attach_response``: attach what the response looked like to the lease that carried
         it: its facts, or ``(function, *arguments)`` returning them, called only if the lease is

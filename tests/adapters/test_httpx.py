@@ -191,6 +191,48 @@ def test_caller_waiting_for_a_connection_is_visible(tracker: Tracker, server: st
     client.close()
 
 
+def test_a_request_httpcore_retries_keeps_one_lease_and_no_fault(
+    tracker: Tracker, server: str
+) -> None:
+    """Two queued requests handed the same idle connection: httpcore retries one of them
+    (ConnectionNotAvailable), which waits and is assigned again. Still one lease per request,
+    and no fault counted (the retry once raised inside poolwatch: a read-only field)."""
+    retries: list[str] = []
+    clear_connection = httpcore._sync.connection_pool.PoolRequest.clear_connection.__code__
+
+    def watch(frame: Any, event: str, arg: Any) -> None:  # sees httpcore's retry, changes nothing
+        if event == "call" and frame.f_code is clear_connection:
+            retries.append(threading.current_thread().name)
+
+    limits = httpx.Limits(max_connections=1)
+    statuses: list[int] = []
+    with httpx.Client(limits=limits, timeout=httpx.Timeout(10)) as client:
+        held = hold(client, server + "/ok")
+        threading.setprofile(watch)
+        try:
+            workers = [
+                threading.Thread(
+                    target=lambda: statuses.append(client.get(server + "/ok").status_code)
+                )
+                for _ in range(2)
+            ]
+            for worker in workers:
+                worker.start()
+            deadline = time.monotonic() + 10
+            while pool_of(tracker, "httpx").waiting < 2 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            held.read()  # read to the end: both queued requests get the connection, now idle
+            for worker in workers:
+                worker.join(10)
+        finally:
+            threading.setprofile(None)  # type: ignore[arg-type]
+    assert statuses == [200, 200]
+    assert len(retries) == 1
+    pool = pool_of(tracker, "httpx")
+    assert (pool.checkouts, pool.checkins, pool.leased) == (3, 3, 0)
+    assert tracker.internal_errors == {}
+
+
 class Wrapping(httpx.BaseTransport):
     """A user's own transport that delegates to another (retries, caching, signing ...)."""
 

@@ -28,7 +28,6 @@ requests at once, each its own lease.
 from __future__ import annotations
 
 import sys
-import weakref
 from collections.abc import Callable
 from contextvars import ContextVar
 from functools import partial
@@ -244,7 +243,7 @@ class Hooks:
             if lease is not None and _live(lease):
                 # httpcore retries on another connection (ConnectionNotAvailable: two queued
                 # requests were given the same idle connection). Still one request, one lease.
-                lease.connection = weakref.ref(connection)
+                tracker.reconnect(lease, connection)
             else:
                 call.lease = tracker.checkout(call.record, id(pool_request), connection, call.site)
         except Exception as exc:
