@@ -181,6 +181,31 @@ def test_connection_discarded_on_error_is_paired_with_its_lease(
         assert http.request("GET", server + "/ok", pool_timeout=1).status == 200
 
 
+@LEAK
+@pytest.mark.parametrize("block", [True, False])
+def test_a_request_given_no_connection_never_ends_an_older_lease(
+    tracker: Tracker, server: str, block: bool
+) -> None:
+    """A pool closed while this thread holds a streamed response (a PoolManager evicting it):
+    the next request's ClosedPoolError makes urllib3 put back None. That None is not the held
+    response's connection, whose lease stays open; it once ended as "discarded", hiding a leak.
+    """
+    pool = urllib3.HTTPConnectionPool(
+        "127.0.0.1", int(server.rsplit(":", 1)[1]), maxsize=2, block=block
+    )
+    held = pool.request("GET", "/403", preload_content=False)  # registers the pool
+    pool.close()
+    with pytest.raises(urllib3.exceptions.ClosedPoolError):
+        pool.request("GET", "/ok")  # a pool seen before: C where built, unless it blocks
+    (snap,) = tracker.snapshot().pools
+    assert (snap.leased, snap.checkouts, snap.checkins) == (1, 1, 0)
+    (lease,) = snap.leases
+    assert lease.state == "leased"
+    assert lease.response is not None
+    assert lease.response.status == 403
+    held.release_conn()
+
+
 def test_uninstrument_restores_urllib3_exactly() -> None:
     """After uninstrument() the pool class holds exactly the attributes it had before."""
     was_installed = "urllib3" in poolwatch.instrumented()

@@ -134,17 +134,22 @@ class Urllib3Adapter(Adapter):
                 token = tracker.wait_begin(record, site) if self.block else None
             except Exception as exc:
                 tracker.internal_error("urllib3.checkout", exc)
+                last.lease = None  # see below
                 return original_get(self, timeout)
             try:
                 conn = original_get(self, timeout)
-            except EmptyPoolError as exc:
+            except BaseException as exc:
+                # This call leased nothing: the _put_conn(None) of urlopen's error path must
+                # not end the lease this thread took before (see missed).
+                last.lease = None
                 if token is not None:
                     tracker.wait_end(token)
                     token = None
-                try:
-                    tracker.exhausted(record, exc)
-                except Exception as inner:
-                    tracker.internal_error("urllib3.exhausted", inner)
+                if isinstance(exc, EmptyPoolError):
+                    try:
+                        tracker.exhausted(record, exc)
+                    except Exception as inner:
+                        tracker.internal_error("urllib3.exhausted", inner)
                 raise
             finally:
                 if token is not None:
@@ -152,12 +157,14 @@ class Urllib3Adapter(Adapter):
             try:
                 last.lease = checkout(record, id(conn), conn, site)
             except Exception as exc:
+                last.lease = None
                 tracker.internal_error("urllib3.checkout", exc)
             return conn
 
         def missed(pool: Any, conn: Any) -> None:
             # checkin_of found no lease: a pool or connection from before instrument(), or
-            # urllib3 closed the connection on an error path and gives back None in its place.
+            # urllib3 closed the connection on an error path and gives back None in its place:
+            # the lease _get_conn took last on this thread (None when that call leased nothing).
             if conn is None:
                 record = find_pool(pool)
                 lease = getattr(last, "lease", None)
