@@ -209,6 +209,40 @@ def test_pool_collected_while_leased_ends_its_leases_as_closed() -> None:
     assert "garbage collected while leased" in (leak.note or "")
 
 
+def test_a_pool_and_a_lease_owner_collected_together_count_the_lease_once() -> None:
+    """A client dropped with an unclosed response: both reports wait in the queue, and two
+    threads apply them at once. The lease is one confirmed leak, with one event."""
+    tracker = Tracker()
+    pool_obj = _Owner()
+    pool = tracker.pool(pool_obj, "test", "dropped")
+    connections, owners = [_Owner(), _Owner()], [_Owner(), _Owner()]
+    for connection, owner in zip(connections, owners, strict=True):
+        tracker.set_owner(tracker.checkout(pool, id(connection), connection), owner)
+    del owner
+    events: list[tuple[int, str]] = []
+    first_out, go_on = threading.Event(), threading.Event()
+
+    def slow_subscriber(event: poolwatch.Event) -> None:
+        assert event.lease is not None
+        events.append((event.lease.seq, event.kind))
+        if threading.current_thread().name == "applier" and not first_out.is_set():
+            first_out.set()  # the pool's report is half applied: its first lease is out
+            go_on.wait(10)
+
+    tracker.subscribe(slow_subscriber)
+    del pool_obj  # the pool's report, then the second lease's owner's, wait in the queue
+    owners.pop()
+    assert [item[0] for item in tracker._pending] == ["pool", "owner"]
+    applier = threading.Thread(target=tracker.snapshot, name="applier")
+    applier.start()
+    assert first_out.wait(10)
+    tracker.snapshot()  # this thread applies the owner's report meanwhile
+    go_on.set()
+    applier.join(10)
+    assert sorted(events) == [(1, "leak.confirmed"), (2, "leak.confirmed")]
+    assert pool.confirmed_leaks == 2
+
+
 def test_deferred_response_facts_are_computed_only_when_read() -> None:
     """attach_response((function, *args)): nothing runs for a returned lease; a report reads it
     once; a function that fails is counted and the lease reads as having no facts."""

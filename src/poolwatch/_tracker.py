@@ -611,23 +611,30 @@ class Tracker:
         self._pending.append(("end", record, state, note, current is not record))
 
     def _end(self, record: LeaseRecord, state: str, note: str | None, detach: bool = True) -> bool:
-        pool = record.pool
         with self._lock:
             if detach and not self._detach(record):
                 return False
-            record[_STATE] = state
-            record[_NOTE] = note
-            record[_OWNER_REF] = None
-            if state in LEAK_STATES:
-                pool.confirmed_leaks += 1
-                pool.leaks_by_callsite[record.callsite] += 1
-                self._ended_leaks.append(record)
-            elif state == "orphaned":
-                pool.orphans += 1
-                self._ended_leaks.append(record)
-        kind = "leak.confirmed" if state in LEAK_STATES else state
-        self._emit(Event(kind, pool.label, self.wall(), note or state, self._freeze(record)))
+            self._settle(record, state, note)
+        self._announce(record, state, note)
         return True
+
+    def _settle(self, record: LeaseRecord, state: str, note: str | None) -> None:
+        """Give an ended lease its state and count it (call with the lock held)."""
+        pool = record.pool
+        record[_STATE] = state
+        record[_NOTE] = note
+        record[_OWNER_REF] = None
+        if state in LEAK_STATES:
+            pool.confirmed_leaks += 1
+            pool.leaks_by_callsite[record.callsite] += 1
+            self._ended_leaks.append(record)
+        elif state == "orphaned":
+            pool.orphans += 1
+            self._ended_leaks.append(record)
+
+    def _announce(self, record: LeaseRecord, state: str, note: str | None) -> None:
+        kind = "leak.confirmed" if state in LEAK_STATES else state
+        self._emit(Event(kind, record.pool.label, self.wall(), note or state, self._freeze(record)))
 
     def _drain(self) -> None:
         """Apply what garbage-collector callbacks reported since the last call."""
@@ -661,17 +668,24 @@ class Tracker:
         self._emit(Event("leak.confirmed", pool.label, self.wall(), note, self._freeze(record)))
 
     def _pool_collected(self, key: int) -> None:
+        note = "the pool was garbage collected while leased"
         with self._lock:
             dead = self._pools.get(key)
             if dead is None or dead.ref() is not None:
                 return
             del self._pools[key]
+            # Ended under this one hold: an owner's report that another thread applies
+            # meanwhile finds them gone (no lease counted twice), and no reader sees a lease
+            # that is in neither the pool nor the ended leaks.
             doomed = list(dead.leases.values())
+            dead.leases.clear()
+            for record in doomed:
+                self._settle(record, "closed", note)
             # Lost leases were counted when their owner died; keep them reportable.
             self._ended_leaks.extend(dead.lost)
             dead.lost.clear()
         for record in doomed:
-            self._end(record, "closed", "the pool was garbage collected while leased")
+            self._announce(record, "closed", note)
 
     # -- events and errors -------------------------------------------------------------------
 
