@@ -243,6 +243,24 @@ def test_a_pool_and_a_lease_owner_collected_together_count_the_lease_once() -> N
     assert pool.confirmed_leaks == 2
 
 
+def test_end_record_ends_that_lease_not_the_one_now_under_its_key() -> None:
+    """An adapter that looked at a lease, then ends it, ends that lease: if it was checked in
+    and its key leased again meanwhile, the new lease (another request in flight) stays."""
+    tracker = Tracker()
+    pool_obj = _Owner()
+    pool = tracker.pool(pool_obj, "test", "p")
+    connection = _Owner()
+    first = tracker.checkout(pool, 7, connection)
+    tracker.checkin(pool, 7)
+    second = tracker.checkout(pool, 7, connection)
+    assert not tracker.end_record(first, "closed", "the client was closed")
+    (snap,) = tracker.snapshot().pools
+    assert (snap.leased, snap.confirmed_leaks, second.state) == (1, 0, None)
+    assert tracker.end_record(second, "closed", "the client was closed")
+    (snap,) = tracker.snapshot().pools
+    assert (snap.leased, snap.confirmed_leaks, second.state) == (0, 1, "closed")
+
+
 def test_deferred_response_facts_are_computed_only_when_read() -> None:
     """attach_response((function, *args)): nothing runs for a returned lease; a report reads it
     once; a function that fails is counted and the lease reads as having no facts."""

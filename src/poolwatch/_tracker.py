@@ -596,6 +596,11 @@ class Tracker:
             return False
         return self._end(record, state, note)
 
+    def end_record(self, record: LeaseRecord, state: str, note: str | None = None) -> bool:
+        """``end`` of a known lease record: False if it is no longer leased (checked in, or
+        its connection leased again to another lease under the same key)."""
+        return self._end(record, state, note)
+
     def end_soon(self, record: LeaseRecord, state: str, note: str | None = None) -> None:
         """``end`` for garbage-collector callbacks: takes no lock; the next tracker call applies it.
 

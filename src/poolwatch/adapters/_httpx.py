@@ -327,7 +327,7 @@ class Hooks:
                     f"request on it, so its slot stays taken until the client is closed: "
                     f"{pool_state(pool)}"
                 )
-                tracker.end(call.record, lease.key, "orphaned", note)
+                tracker.end_record(lease, "orphaned", note)
             else:
                 how = "failed" if isinstance(exc, Exception) else "cancelled"
                 tracker.checkin_record(lease, how)
@@ -370,10 +370,12 @@ class Hooks:
             record = tracker.find_pool(pool)
             if record is None:
                 return
-            for key, lease in list(record.leases.items()):
+            for lease in list(record.leases.values()):
                 if lease.response is not None:
-                    tracker.end(
-                        record, key, "closed", "the client was closed with this response open"
+                    # This lease, not whatever its key holds by now: reading its response may
+                    # run Python, and meanwhile it may end and its key be leased again.
+                    tracker.end_record(
+                        lease, "closed", "the client was closed with this response open"
                     )
         except Exception as exc:
             tracker.internal_error("httpx.close", exc)
