@@ -7,6 +7,7 @@ import gc
 import threading
 import time
 import weakref
+from collections import Counter
 
 import pytest
 import requests
@@ -123,6 +124,32 @@ def test_a_failing_subscriber_is_counted_not_raised() -> None:
     assert "is exhausted" in tracker.exhausted(pool)
     assert [event.kind for event in seen] == ["exhausted"]
     assert tracker.internal_errors["subscriber"] == 1
+
+
+def test_two_threads_faulting_at_one_place_at_once_count_two() -> None:
+    """internal_error's count is a read and a write: two threads counting the first fault of
+    one place at once both count (the Counter's default runs Python between the two)."""
+    tracker = Tracker()
+    entered: list[str] = []
+    second_in = threading.Event()
+
+    class Watched(Counter[str]):
+        def __missing__(self, key: str) -> int:
+            entered.append(threading.current_thread().name)
+            if len(entered) == 2:
+                second_in.set()
+            second_in.wait(1)  # without the lock, the other thread reads 0 meanwhile
+            return 0
+
+    tracker.internal_errors = Watched()
+    threads = [
+        threading.Thread(target=tracker.internal_error, args=("x.checkout", None)) for _ in range(2)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert tracker.internal_errors["x.checkout"] == 2
 
 
 def test_lease_records_wall_clock_and_task() -> None:

@@ -311,6 +311,9 @@ class Tracker:
         self._subscribers: list[Callable[[Event], None]] = []
         self.internal_errors: Counter[str] = Counter()
         self._logged_errors: set[str] = set()
+        # Only internal_error takes it, around one count: never held while anything else
+        # runs. Reentrant: a finalizer that faults may run inside that count's allocation.
+        self._errors_lock = threading.RLock()
         # The hot path: the C twins of _checkout and _checkin where this build has them.
         self.checkout: _Checkout = self._checkout
         self.checkin: _Checkin = self._checkin
@@ -718,9 +721,11 @@ class Tracker:
     def internal_error(self, where: str, exc: BaseException | None = None) -> None:
         """Count a fault inside poolwatch and log it once per place; never raise."""
         try:
-            self.internal_errors[where] += 1
-            if where not in self._logged_errors:
+            with self._errors_lock:  # a read, then a write: two threads must not both read 0
+                self.internal_errors[where] += 1
+                first = where not in self._logged_errors
                 self._logged_errors.add(where)
+            if first:
                 log.warning(
                     "poolwatch internal error in %s (logged once): %r", where, exc, exc_info=exc
                 )
