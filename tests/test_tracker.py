@@ -152,6 +152,32 @@ def test_two_threads_faulting_at_one_place_at_once_count_two() -> None:
     assert tracker.internal_errors["x.checkout"] == 2
 
 
+def test_a_checkin_while_the_next_checkout_is_recording_is_no_orphan() -> None:
+    """Thread A checks a connection out while thread B's checkin of its previous lease runs:
+    the previous lease ends as returned, not as an orphan, and A's lease is the one leased."""
+    in_checkout, go_on = threading.Event(), threading.Event()
+
+    def clock() -> float:  # the checkout reads the clock while it builds its record
+        if threading.current_thread().name == "A":
+            in_checkout.set()
+            go_on.wait(10)
+        return time.monotonic()
+
+    tracker = Tracker(clock=clock)
+    pool_obj = _Owner()
+    pool = tracker.pool(pool_obj, "test", "p")
+    before = tracker.checkout(pool, 7)
+    thread_a = threading.Thread(target=tracker.checkout, args=(pool, 7), name="A")
+    thread_a.start()
+    assert in_checkout.wait(10)
+    tracker.checkin(pool, 7)  # B returns the connection the library is handing to A
+    go_on.set()
+    thread_a.join(10)
+    (snap,) = tracker.snapshot().pools
+    assert (snap.checkouts, snap.checkins, snap.orphans, snap.leased) == (2, 1, 0, 1)
+    assert before.state == "returned"
+
+
 def test_lease_records_wall_clock_and_task() -> None:
     """A lease taken inside a task records the task name and a wall-clock time."""
     tracker = Tracker()

@@ -429,8 +429,6 @@ class Tracker:
                 pass
         running_loop = self._running_loop or self._find_running_loop()
         loop = running_loop() if running_loop is not None else None
-        leases = pool.leases
-        previous = leases.get(key)
         record = LeaseRecord(
             (
                 pool,
@@ -447,9 +445,14 @@ class Tracker:
                 None,
             )
         )
-        leases[key] = record
+        # Looked up and stored in one step, as the C twin does: a checkin of the previous
+        # lease running meanwhile on another thread cannot slip between the two.
+        leases = pool.leases
+        previous = leases.setdefault(key, record)
+        if previous is not record:
+            leases[key] = record
         next(pool.checkout_count)
-        if previous is not None:
+        if previous is not record:
             # The same connection leased twice without a checkin: the library reused it under
             # us. The older lease cannot still hold it; close it as an orphan.
             self._end(previous, "orphaned", "connection checked out again without a checkin", False)
