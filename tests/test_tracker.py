@@ -7,7 +7,7 @@ import gc
 import threading
 import time
 import weakref
-from collections import Counter
+from collections import Counter, deque
 
 import pytest
 import requests
@@ -312,6 +312,33 @@ def test_end_record_ends_that_lease_not_the_one_now_under_its_key() -> None:
     assert tracker.end_record(second, "closed", "the client was closed")
     (snap,) = tracker.snapshot().pools
     assert (snap.leased, snap.confirmed_leaks, second.state) == (0, 1, "closed")
+
+
+def test_a_reader_never_reads_past_a_report_another_thread_is_applying() -> None:
+    """A test's leak check runs while a request thread is applying the garbage collector's
+    report of a leak (a lease out of its pool, not yet among the ended ones): the check waits
+    for it rather than pass."""
+    tracker = Tracker()
+    pool_obj, connection = _Owner(), _Owner()
+    lease = tracker.checkout(tracker.pool(pool_obj, "test", "p"), id(connection), connection)
+    taken = threading.Event()
+
+    class Queue(deque[tuple[object, ...]]):
+        def popleft(self) -> tuple[object, ...]:
+            item = super().popleft()
+            if threading.current_thread().name == "applier":
+                taken.set()  # the report is off the queue and not applied yet
+                threading.Event().wait(1)  # the reader runs now, or waits for this thread
+            return item
+
+    tracker._pending = Queue()  # the Python paths below use it: end_soon, snapshot's drain
+    tracker.end_soon(lease, "gc_returned", "the garbage collector returned it")
+    applier = threading.Thread(target=tracker.snapshot, name="applier")
+    applier.start()
+    assert taken.wait(10)
+    (leak,) = tracker.leaks_since(0)
+    assert leak.state == "gc_returned"
+    applier.join(10)
 
 
 def test_deferred_response_facts_are_computed_only_when_read() -> None:

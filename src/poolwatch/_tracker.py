@@ -56,6 +56,9 @@ log = logging.getLogger("poolwatch")
 #: Lease states that mean the user's code lost a connection.
 LEAK_STATES = frozenset({"lost", "closed", "gc_returned"})
 
+_LOST_NOTE = "its owner was garbage collected while leased; the slot is lost"
+_POOL_GONE_NOTE = "the pool was garbage collected while leased"
+
 #: (max, idle, waiting) as the library itself reports them; None where it cannot tell.
 PoolStats = tuple[int | None, int | None, int | None]
 
@@ -648,55 +651,72 @@ class Tracker:
         self._emit(Event(kind, record.pool.label, self.wall(), note or state, self._freeze(record)))
 
     def _drain(self) -> None:
-        """Apply what garbage-collector callbacks reported since the last call."""
+        """Apply what garbage-collector callbacks reported since the last call.
+
+        Each report leaves the queue and is applied under one hold of the lock. A reader that
+        drains and then copies under the lock never misses a report another thread took off
+        the queue first: it waits until that report is applied.
+        """
         pending = self._pending
         while pending:
-            try:
-                item = pending.popleft()
-            except IndexError:  # another thread drained it first
-                return
-            if item[0] == "owner":
-                self._owner_collected(item[1])
-            elif item[0] == "end":
-                self._end(item[1], item[2], item[3], detach=item[4])
-            else:
-                self._pool_collected(item[1])
+            with self._lock:
+                if not pending:  # another thread drained it first
+                    return
+                ended = self._apply(pending.popleft())
+            for record, state, note in ended:
+                self._announce(record, state, note)
 
-    def _owner_collected(self, record: LeaseRecord) -> None:
+    def _apply(self, item: tuple[Any, ...]) -> list[tuple[LeaseRecord, str, str | None]]:
+        """One report from the queue (call with the lock held): the leases it ended."""
+        if item[0] == "owner":
+            return [(item[1], "lost", _LOST_NOTE)] if self._lose(item[1]) else []
+        if item[0] == "end":
+            _, record, state, note, detach = item
+            if detach and not self._detach(record):
+                return []
+            self._settle(record, state, note)
+            return [(record, state, note)]
+        return [(record, "closed", _POOL_GONE_NOTE) for record in self._retire_pool(item[1])]
+
+    def _lose(self, record: LeaseRecord) -> bool:
+        """Its owner was collected while leased: the slot is lost (call with the lock held)."""
+        if not self._detach(record):
+            return False  # returned before its owner went
         pool = record.pool
-        with self._lock:
-            if not self._detach(record):
-                return  # returned before its owner went
-            record[_STATE] = "lost"
-            record[_OWNER_REF] = None
-            pool.lost.append(record)
-            if len(pool.lost) > self.max_lost_per_pool:
-                pool.lost.popleft()
-                pool.lost_evicted += 1
-            pool.confirmed_leaks += 1
-            pool.leaks_by_callsite[record.callsite] += 1
-        note = "its owner was garbage collected while leased; the slot is lost"
-        self._emit(Event("leak.confirmed", pool.label, self.wall(), note, self._freeze(record)))
+        record[_STATE] = "lost"
+        record[_OWNER_REF] = None
+        pool.lost.append(record)
+        if len(pool.lost) > self.max_lost_per_pool:
+            pool.lost.popleft()
+            pool.lost_evicted += 1
+        pool.confirmed_leaks += 1
+        pool.leaks_by_callsite[record.callsite] += 1
+        return True
+
+    def _retire_pool(self, key: int) -> list[LeaseRecord]:
+        """Forget a collected pool and settle its leases as closed (call with the lock held).
+
+        All under one hold: an owner's report applied next finds them gone (no lease counted
+        twice), and no reader sees a lease that is in neither the pool nor the ended leaks.
+        """
+        dead = self._pools.get(key)
+        if dead is None or dead.ref() is not None:
+            return []
+        del self._pools[key]
+        doomed = list(dead.leases.values())
+        dead.leases.clear()
+        for record in doomed:
+            self._settle(record, "closed", _POOL_GONE_NOTE)
+        # Lost leases were counted when their owner died; keep them reportable.
+        self._ended_leaks.extend(dead.lost)
+        dead.lost.clear()
+        return doomed
 
     def _pool_collected(self, key: int) -> None:
-        note = "the pool was garbage collected while leased"
         with self._lock:
-            dead = self._pools.get(key)
-            if dead is None or dead.ref() is not None:
-                return
-            del self._pools[key]
-            # Ended under this one hold: an owner's report that another thread applies
-            # meanwhile finds them gone (no lease counted twice), and no reader sees a lease
-            # that is in neither the pool nor the ended leaks.
-            doomed = list(dead.leases.values())
-            dead.leases.clear()
-            for record in doomed:
-                self._settle(record, "closed", note)
-            # Lost leases were counted when their owner died; keep them reportable.
-            self._ended_leaks.extend(dead.lost)
-            dead.lost.clear()
+            doomed = self._retire_pool(key)
         for record in doomed:
-            self._announce(record, "closed", note)
+            self._announce(record, "closed", _POOL_GONE_NOTE)
 
     # -- events and errors -------------------------------------------------------------------
 
