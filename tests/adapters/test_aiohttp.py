@@ -176,7 +176,8 @@ async def test_cancelled_request_is_returned_never_a_leak(
 
         async def slow_request() -> int:
             if how == "total-timeout":
-                timeout = aiohttp.ClientTimeout(total=0.2)
+                # Long enough for the lease to be seen in flight on a loaded machine first.
+                timeout = aiohttp.ClientTimeout(total=2)
                 await session.get(ds.url_for("/slow"), timeout=timeout)
             elif how == "cancel":
                 await session.get(ds.url_for("/slow"))

@@ -170,6 +170,9 @@ def test_exhausted_inhibits_the_75_percent_alert(
     cfg = _config(label, {"host": smtp.host, "port": smtp.port}, webhook.url)
     cfg["rules"].update(warning_for="3s", critical_for="3s")
     runtime = runtimes(cfg, spool=False)
+    # The engine evaluates once first: a pool it meets later is new, and the exhaustion below
+    # counts (a pool already there at the first evaluation has it as history).
+    assert _wait(lambda: runtime.engine.evaluations >= 1)
     pool = urllib3.HTTPConnectionPool(host, port, maxsize=4, block=True, timeout=5)
     held = [pool.request("GET", "/", preload_content=False) for _ in range(4)]
     try:

@@ -14,6 +14,14 @@ from collections.abc import Iterator
 import pytest
 
 SS = shutil.which("ss")
+#: Linux's TCP_CLOSE_WAIT (include/net/tcp_states.h), the first byte of TCP_INFO.
+TCP_CLOSE_WAIT = 8
+
+
+def _tcp_state(sock: socket.socket) -> int:
+    return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0]
+
+
 LINGER_RST = struct.pack("ii", 1, 0)
 
 
@@ -48,6 +56,8 @@ class Farm:
             server.close()
             clients.append(client)
         self.held.extend(clients)
+        # Each client is in CLOSE_WAIT once the server's FIN has landed (see settle).
+        settle(lambda: all(_tcp_state(client) == TCP_CLOSE_WAIT for client in clients))
         return clients
 
     def established(self, n: int) -> None:

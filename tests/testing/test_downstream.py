@@ -203,7 +203,7 @@ def test_census_sources_agree_on_a_close_wait_socket(downstream: Downstream) -> 
 
 def test_server_idle_timeout_applies_to_every_connection() -> None:
     """Downstream(idle_timeout=...) closes a kept-alive connection that stays idle."""
-    with Downstream(idle_timeout=0.1) as ds, requests.Session() as session:
+    with Downstream(idle_timeout=0.5) as ds, requests.Session() as session:
         session.get(ds.url_for("/"))
         assert ds.wait_connections_closed(timeout=5.0)
         assert ds.open_connections == 0
