@@ -30,7 +30,7 @@ from typing import Any
 from .._errors import PoolwatchError
 from .._models import Lease
 from .._tracker import Tracker
-from ._census import shutdown_sockets_toward, sockets_toward
+from ._census import PeerSocket, shutdown_sockets_toward, sockets_toward
 from ._downstream import Downstream
 from ._scenarios import Scenario, default_scenarios
 
@@ -457,6 +457,25 @@ def _fresh_downstream(scenario: Scenario) -> Downstream:
     )
 
 
+def _close_wait_after_stop(port: int, stale: set[int]) -> list[PeerSocket]:
+    """This process's sockets toward the stopped downstream that are in CLOSE_WAIT.
+
+    The downstream sent every connection its FIN as it stopped; a loaded machine may land some
+    a moment later (a deferred softirq), so sockets still ESTABLISHED toward it are waited for,
+    at most a second, before counting.
+    """
+    deadline = time.monotonic() + 1.0
+    while True:
+        sockets = [
+            sock
+            for sock in sockets_toward(port, states=("ESTABLISHED", "CLOSE_WAIT"))
+            if sock.inode not in stale
+        ]
+        if time.monotonic() > deadline or all(s.state == "CLOSE_WAIT" for s in sockets):
+            return [sock for sock in sockets if sock.state == "CLOSE_WAIT"]
+        time.sleep(0.005)
+
+
 def run_scenario(
     func: Callable[[str], Any],
     scenario: Scenario,
@@ -497,11 +516,7 @@ def run_scenario(
     orphans = [lease for lease in tracker.orphans_since(mark) if ours(lease)]
     leases = leaked + orphans
     downstream.stop()
-    close_wait = [
-        sock
-        for sock in sockets_toward(downstream.port, states=("CLOSE_WAIT",))
-        if sock.inode not in stale
-    ]
+    close_wait = _close_wait_after_stop(downstream.port, stale)
     idle = {info.inode for _, info in tracker.idle_sockets() if info.inode is not None}
     close_wait_idle = sum(1 for s in close_wait if s.inode in idle)
     error = call.error
