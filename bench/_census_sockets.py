@@ -112,7 +112,14 @@ def main() -> None:
         ),
         flush=True,
     )
-    select.select([sys.stdin], [], [], args.max_seconds)
+    # "count" asks again (a connection may be reset while the bench runs); anything else, or
+    # end of input, or max_seconds, ends the helper.
+    deadline = start + args.max_seconds
+    while True:
+        ready, _, _ = select.select([sys.stdin], [], [], max(0.0, deadline - time.monotonic()))
+        if not ready or sys.stdin.readline().strip() != "count":
+            break
+        print(json.dumps({"close_wait_held": close_wait_held(held)}), flush=True)
     for sock in held:
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RST)
