@@ -55,6 +55,35 @@ def test_call_site_moves_past_a_declared_wrapper(tracker: Tracker, server: str) 
         second.close()
 
 
+def test_a_wrapper_declared_while_a_capture_decides_its_kind_is_skipped_after() -> None:
+    """add_library_modules runs while another thread's checkout is working out the wrapper
+    file's kind with the old prefixes: that stale kind is not kept, and the next lease taken
+    through the wrapper names the wrapper's caller."""
+    tracker = Tracker()
+    finder = tracker.callsites
+    deciding, go_on = threading.Event(), threading.Event()
+    real = finder.is_library
+
+    def is_library(filename: str) -> bool:
+        answer = real(filename)  # with the prefixes of this moment
+        if filename == _wrapper.__file__ and threading.current_thread().name == "A":
+            deciding.set()
+            go_on.wait(10)
+        return answer
+
+    finder.is_library = is_library  # type: ignore[method-assign]
+    pool_obj = _Owner()
+    pool = tracker.pool(pool_obj, "test", "p")
+    thread_a = threading.Thread(target=_wrapper.check_out, args=(tracker, pool, 1, None), name="A")
+    thread_a.start()
+    assert deciding.wait(10)
+    finder.add_library_modules(["tests._wrapper"])
+    go_on.set()
+    thread_a.join(10)
+    lease = _wrapper.check_out(tracker, pool, 2, None)
+    assert lease.callsite.filename == __file__
+
+
 @LEAK
 def test_call_sites_are_interned_per_line(tracker: Tracker, server: str) -> None:
     """Leases from one line share one CallSite object, whatever the number of leases."""

@@ -101,6 +101,9 @@ class CallSiteFinder:
         self._stdlib_prefixes = tuple(_stdlib_dirs())
         self._getframe = _getframe
         self._skip: dict[str, int] = {}
+        #: Goes up with every add_library_modules: a cache of is_library answers kept
+        #: elsewhere (SQLAlchemy's greenlet walk) starts again when it changes.
+        self.generation = 0
         # Found without importing asyncio (start-up cost): its directory from the import system.
         self._loop_files = tuple(d + "events.py" for d in _module_dirs(["asyncio"]))
         self._interned: dict[
@@ -120,9 +123,12 @@ class CallSiteFinder:
     def add_library_modules(self, names: Iterable[str]) -> None:
         """Treat these modules' frames as library frames too (a company's HTTP wrapper)."""
         self._library_prefixes += tuple(_module_dirs(names))
-        self._skip.clear()
+        # A new dict, not the old one cleared: a capture running meanwhile on another thread
+        # stores the kind it worked out with the old prefixes into the old dict, unread now.
+        self._skip = {}
+        self.generation += 1
         if speedups is not None:
-            speedups.forget()  # its caches mirror the kinds just cleared
+            speedups.forget()  # its caches mirror the kinds just dropped
 
     def _kind(self, filename: str) -> int:
         if filename in self._loop_files:

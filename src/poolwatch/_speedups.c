@@ -189,6 +189,9 @@ typedef struct {
 } site_entry;
 static kind_entry KINDS[CACHE_SIZE];
 static site_entry SITES[CACHE_SIZE];
+/* How many times forget() ran: a kind worked out across one (finder._kind runs Python, so
+ * another thread may declare library modules meanwhile) may be stale and is not kept. */
+static unsigned long FORGOTTEN;
 
 static size_t
 slot(PyObject *finder, PyCodeObject *code, int lasti)
@@ -205,9 +208,12 @@ kind_cached(PyObject *finder, PyCodeObject *code)
     kind_entry *entry = &KINDS[slot(finder, code, 0)];
     if (entry->finder == finder && entry->code == (PyObject *)code)
         return entry->kind;
+    unsigned long forgotten = FORGOTTEN;
     long kind = kind_of(finder, code->co_filename);
     if (kind == -1 && PyErr_Occurred())
         return -1;
+    if (forgotten != FORGOTTEN)
+        return kind; /* good for this capture only */
     PyObject *old_finder = entry->finder, *old_code = entry->code;
     entry->finder = Py_NewRef(finder);
     entry->code = Py_NewRef((PyObject *)code);
@@ -233,6 +239,7 @@ remember_site(site_entry *entry, PyObject *finder, PyCodeObject *code, int lasti
 static PyObject *
 sp_forget(PyObject *module, PyObject *unused)
 {
+    FORGOTTEN++;
     for (size_t i = 0; i < CACHE_SIZE; i++) {
         kind_entry kind = KINDS[i];
         site_entry site = SITES[i];

@@ -30,6 +30,7 @@ from poolwatch import Tracker, _native
 from poolwatch._models import UNKNOWN_CALLSITE
 from poolwatch.adapters._sqlalchemy import SQLAlchemyAdapter, pool_name
 
+from .. import _wrapper
 from .._helpers import in_threads, line_after, pool_of, wait_for_waiter
 
 LEAK = pytest.mark.allow_leaks(reason="leaks on purpose to check what poolwatch reports")
@@ -516,6 +517,26 @@ async def test_async_kept_connection_names_its_line_and_task(
         assert (pool.leased, pool.max) == (1, 2)
         await conn.close()
         assert pool_of(tracker).leased == 0
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.asyncio
+@LEAK
+async def test_async_call_site_moves_past_a_wrapper_declared_after_its_first_use(
+    tracker: Tracker, tmp_path: Path
+) -> None:
+    """A company wrapper declared a library after an asyncio engine's checkout went through
+    it: the next lease names the wrapper's caller (the greenlet walk forgets what it knew)."""
+    engine = create_async_engine(async_url(tmp_path), pool_size=2, max_overflow=0, pool_timeout=5)
+    try:
+        first = await _wrapper.connect_async(engine)
+        tracker.callsites.add_library_modules(["tests._wrapper"])
+        second = await _wrapper.connect_async(engine)
+        sites = [lease.callsite for lease in pool_of(tracker).leases]
+        assert [site.filename for site in sites] == [_wrapper.__file__, __file__]
+        await first.close()
+        await second.close()
     finally:
         await engine.dispose()
 

@@ -152,6 +152,7 @@ class _SiteFinder:
         self._finder = finder
         self._depth = depth
         self._skip: dict[str, bool] = {}
+        self._generation = finder.generation
         self._interned: dict[tuple[int, int], tuple[CallSite, CodeType]] = {}
         # speedups.capture_at where the finder's capture is the C one and sites carry no stack
         self._capture_at = (
@@ -162,6 +163,9 @@ class _SiteFinder:
         self.c_finder = finder if self._capture_at is not None else None
 
     def _is_library(self, filename: str) -> bool:
+        if self._generation != self._finder.generation:  # library modules were declared
+            self._generation = self._finder.generation
+            self._skip = {}
         hit = self._skip.get(filename)
         if hit is None:
             hit = self._skip[filename] = filename.startswith(
