@@ -15,6 +15,7 @@ import requests
 import poolwatch
 from poolwatch import Tracker
 from poolwatch._callsite import CallSiteFinder
+from poolwatch._models import ResponseFacts
 from poolwatch._tracker import PoolRecord
 
 from . import _wrapper
@@ -368,6 +369,40 @@ def test_a_reader_never_reads_past_a_report_another_thread_is_applying() -> None
     (leak,) = tracker.leaks_since(0)
     assert leak.state == "gc_returned"
     applier.join(10)
+
+
+def test_a_response_read_while_its_lease_ends_is_not_kept_on_it() -> None:
+    """A report reads a lease's response from its connection (``response_of``) while another
+    thread returns the lease and leases the connection again: the response read may be the
+    next request's, so the ended lease neither shows nor keeps it."""
+    reading, go_on = threading.Event(), threading.Event()
+    carrying: list[ResponseFacts] = [ResponseFacts(200, "text/plain", 2, False)]
+
+    def response_of(connection: object) -> ResponseFacts:
+        answer = carrying[0]  # what the connection carries as the report asks
+        if threading.current_thread().name == "reporter":
+            reading.set()
+            go_on.wait(10)
+            answer = carrying[0]  # ... and by the time the library answered
+        return answer
+
+    tracker = Tracker()
+    pool_obj, connection = _Owner(), _Owner()
+    pool = tracker.pool(pool_obj, "test", "p", response_of=response_of)
+    first = tracker.checkout(pool, id(connection), connection)
+    seen: list[poolwatch.Snapshot] = []
+    reporter = threading.Thread(target=lambda: seen.append(tracker.snapshot()), name="reporter")
+    reporter.start()
+    assert reading.wait(10)
+    tracker.checkin(pool, id(connection))
+    tracker.checkout(pool, id(connection), connection)  # the next request, on that connection
+    carrying[0] = ResponseFacts(403, "text/html", 9, False)
+    go_on.set()
+    reporter.join(10)
+    (reported,) = seen[0].leases
+    assert reported.seq == first.seq
+    assert reported.response is None
+    assert first.response is None
 
 
 def test_deferred_response_facts_are_computed_only_when_read() -> None:

@@ -152,6 +152,11 @@ class PoolRecord:
         return f"<PoolRecord {self.label} [leased {len(self.leases) + len(self.lost)}]>"
 
 
+def _carries_its_response(record: LeaseRecord) -> bool:
+    """The lease's connection still carries its response: leased, or ended as a leak."""
+    return record.state is None or record.state in LEAK_STATES
+
+
 def _count_value(counter: itertools.count[int]) -> int:
     """How many times ``next()`` ran on ``counter`` (started at 1), without advancing it.
 
@@ -868,16 +873,19 @@ class Tracker:
             record[_RESPONSE] = response = None
             self.internal_error(f"{record.pool.kind}.response", exc)
         # Read only while the connection still carries this lease's response: live, or just
-        # ended as a leak (not orphaned: then it carries the next lease's).
+        # ended as a leak (not returned or orphaned: then it may carry the next lease's). The
+        # library's answer counts only if that still holds once it is read.
         if (
             response is None
             and conn is not None
             and record.pool.response_of is not None
-            and (record.state is None or record.state in LEAK_STATES)
+            and _carries_its_response(record)
         ):
             try:
                 response = record.pool.response_of(conn)
-                if response is not None:
+                if not _carries_its_response(record):
+                    response = None
+                elif response is not None:
                     record[_RESPONSE] = response  # kept: it may be gone at the next look
             except Exception as exc:
                 self.internal_error(f"{record.pool.kind}.response_of", exc)
