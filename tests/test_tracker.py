@@ -379,12 +379,10 @@ def test_a_response_read_while_its_lease_ends_is_not_kept_on_it() -> None:
     carrying: list[ResponseFacts] = [ResponseFacts(200, "text/plain", 2, False)]
 
     def response_of(connection: object) -> ResponseFacts:
-        answer = carrying[0]  # what the connection carries as the report asks
         if threading.current_thread().name == "reporter":
             reading.set()
-            go_on.wait(10)
-            answer = carrying[0]  # ... and by the time the library answered
-        return answer
+            go_on.wait(10)  # the library answers late
+        return carrying[0]  # what the connection carries when it answers
 
     tracker = Tracker()
     pool_obj, connection = _Owner(), _Owner()
