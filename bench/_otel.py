@@ -6,12 +6,13 @@ spans: the instrumentation's own cost without an exporter's I/O.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
-__all__ = ["tracer_provider"]
+__all__ = ["switch_off", "tracer_provider"]
 
 
 class _DropExporter(SpanExporter):
@@ -26,3 +27,20 @@ def tracer_provider() -> TracerProvider:
     provider = TracerProvider()
     provider.add_span_processor(BatchSpanProcessor(_DropExporter()))
     return provider
+
+
+def switch_off(instrumentor: Any, provider: TracerProvider) -> Callable[[], None]:
+    """The OpenTelemetry turn's teardown: ``instrumentor.uninstrument()``, then the spans the
+    turn left in the BatchSpanProcessor's queue exported (and freed) at once.
+
+    Left alone, they go on the processor's next timer tick, from its own thread, inside
+    whichever variant is being timed then: up to 511 spans, about 0.3% of an httpx turn
+    measured, charged to the variant after OpenTelemetry's (poolwatch's or the A/A row's,
+    as the order turns).
+    """
+
+    def off() -> None:
+        instrumentor.uninstrument()
+        provider.force_flush()
+
+    return off

@@ -30,7 +30,7 @@ from opentelemetry.instrumentation.aiohttp_client import AioHttpClientInstrument
 import poolwatch
 
 from ._common import AGAIN, Timings, alternate, in_processes, print_wall_and_cpu, rounds_label
-from ._otel import tracer_provider
+from ._otel import switch_off, tracer_provider
 
 REQUESTS_PER_CALL = 200
 CALLS = 5
@@ -114,7 +114,7 @@ def request_loop(url: str) -> Timings:
     teardown = {
         "plain": end(nothing),
         "poolwatch": end(lambda: poolwatch.uninstrument("aiohttp")),
-        "otel": end(otel.uninstrument),
+        "otel": end(switch_off(otel, provider)),
         AGAIN: end(nothing),
     }
     try:

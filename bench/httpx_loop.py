@@ -35,7 +35,7 @@ from opentelemetry.sdk.trace import TracerProvider
 import poolwatch
 
 from ._common import AGAIN, Timings, alternate, in_processes, print_wall_and_cpu, rounds_label
-from ._otel import tracer_provider
+from ._otel import switch_off, tracer_provider
 from ._server import RESPONSE
 
 REQUESTS_PER_CALL = 200
@@ -105,7 +105,7 @@ def _switches(provider: TracerProvider) -> dict[str, tuple[Callable[[], Any], Ca
     return {
         "plain": (lambda: None, lambda: None),
         "poolwatch": (lambda: poolwatch.instrument("httpx"), poolwatch.uninstrument),
-        "otel": (lambda: otel.instrument(tracer_provider=provider), otel.uninstrument),
+        "otel": (lambda: otel.instrument(tracer_provider=provider), switch_off(otel, provider)),
         AGAIN: (lambda: None, lambda: None),
     }
 

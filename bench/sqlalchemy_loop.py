@@ -47,7 +47,7 @@ from ._common import (
     print_wall_and_cpu,
     rounds_label,
 )
-from ._otel import tracer_provider
+from ._otel import switch_off, tracer_provider
 
 ROUNDS = 2  # per process, on PostgreSQL (``in_processes`` runs many)
 SELECTS = 2000
@@ -198,7 +198,11 @@ def postgres_loop(kind: str, url: str) -> Timings:
                 "poolwatch": _instrument,
                 "otel": partial(_otel_on, otel, sync_engine, provider),
             },
-            teardown={"noop": _unlisten, "poolwatch": _uninstrument, "otel": otel.uninstrument},
+            teardown={
+                "noop": _unlisten,
+                "poolwatch": _uninstrument,
+                "otel": switch_off(otel, provider),
+            },
         )
 
 

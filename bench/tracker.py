@@ -28,7 +28,7 @@ from ._common import (
     print_wall_and_cpu,
     rounds_label,
 )
-from ._otel import tracer_provider
+from ._otel import switch_off, tracer_provider
 from ._server import start
 
 ROUNDS = 2  # per process (``in_processes`` runs many)
@@ -83,7 +83,7 @@ def request_loop(name: str, url: str) -> Timings:
             setup={"instrumented": lambda: poolwatch.instrument("urllib3"), "otel": otel_on},
             teardown={
                 "instrumented": lambda: poolwatch.uninstrument("urllib3"),
-                "otel": otel.uninstrument,
+                "otel": switch_off(otel, provider),
             },
         )
     finally:
