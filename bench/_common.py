@@ -201,12 +201,14 @@ def print_table(
     ratios: dict[str, float] | None = None,
     spread: dict[str, list[float]] | None = None,
     controls: Sequence[str] = (),
+    spread_label: str = "per process",
 ) -> None:
     """One table: each row's time and its ratio to ``baseline``; marks rows over ``limit``.
 
     ``ratios`` (by row name) replaces the ratio of the row's value to the baseline's, e.g.
-    with ``Timings.ratio``'s paired rounds; ``spread`` (by row name) adds each process's own;
-    ``controls`` are rows the limit does not apply to (an A/A row).
+    with ``Timings.ratio``'s paired rounds; ``spread`` (by row name) adds each process's own
+    (or each part's, as ``spread_label`` says); ``controls`` are rows the limit does not
+    apply to (an A/A row).
     """
     base = dict(rows)[baseline]
     print(f"\n{title}")
@@ -219,7 +221,7 @@ def print_table(
         if limit is not None and name != baseline and name not in controls:
             flag = "  ok" if ratio <= limit else f"  OVER {limit}"
         if spread and spread.get(name):
-            flag += "  (per process: " + " ".join(f"{r:.3f}" for r in spread[name]) + ")"
+            flag += f"  ({spread_label}: " + " ".join(f"{r:.3f}" for r in spread[name]) + ")"
         print(f"  {name:<44} {value * scale:>10.2f} {ratio:>8.3f}{flag}")
 
 

@@ -7,14 +7,27 @@ that listening to pool events at all costs (bench/sqlalchemy_loop.py).
 The time-based loops (bench.tracker, bench.httpx_loop, bench.aiohttp_loop) are what the
 targets are read from, but on a shared 2-core machine an A/A run of the same loop already
 differs by up to 3%, the size of the target itself. Callgrind counts instructions, which do
-not depend on what else the machine is doing: the same binary and input give the same count.
-Each loop runs in a child process under callgrind twice, with 0 and with REQUESTS requests
-after the same warm-up; the difference over REQUESTS is the per-request count, start-up and
-warm-up cancelled out. Our hooks run colder than the library's own code (they touch data the
-library does not), so a time ratio comes out somewhat above the instruction ratio.
+not depend on what else the machine is doing: the same binary, input and memory layout give
+the same count. Each loop runs in a child process under callgrind twice, with 0 and with
+REQUESTS requests after the same warm-up; the difference over REQUESTS is the per-request
+count, start-up and warm-up cancelled out. Our hooks run colder than the library's own code
+(they touch data the library does not), so a time ratio comes out somewhat above the
+instruction ratio.
 
-Run it with `python -m bench instructions` (about 8 minutes; needs valgrind; the SQLAlchemy
-loops also PostgreSQL, and are skipped without it). It is not part of plain `make bench`.
+The memory layout is not the same from one variant to the next, and it moves the count: which
+attribute lookups share a slot of the interpreter's type cache (by type version tag and name
+address) decides how many of them miss it. On the SQLAlchemy sync loop, plain SQLAlchemy read
+430.2k-438.9k instructions per statement with nothing changed but the layout, and a child
+that only imported its modules in another order read 2% more; poolwatch instrumented and then
+uninstrumented read 2.6% under plain. One layout per variant can then put the ratio 2-4% off.
+So each variant is counted at several layouts (``LAYOUTS``: the child first makes that many
+throwaway classes, each given its version tag, which moves every later type's tag, and as
+many buffers, which move later objects), the row is the median, and the table adds the ratio
+at each layout.
+
+Run it with `python -m bench instructions` (about 25 minutes with three layouts; needs
+valgrind; the SQLAlchemy loops also PostgreSQL, and are skipped without it). It is not part
+of plain `make bench`.
 """
 
 from __future__ import annotations
@@ -24,6 +37,7 @@ import os
 import platform
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 from collections.abc import Callable
@@ -33,6 +47,8 @@ from ._common import print_table
 
 REQUESTS = 1000
 WARM_UP = 300
+#: Layout shifts each variant is counted at (``POOLWATCH_BENCH_LAYOUTS``, comma-separated).
+LAYOUTS = tuple(int(k) for k in os.environ.get("POOLWATCH_BENCH_LAYOUTS", "0,17,53").split(","))
 LOOPS = ("urllib3", "requests", "httpx sync", "httpx async", "aiohttp")
 SQLALCHEMY_LOOPS = ("sqlalchemy sync", "sqlalchemy async")
 _ADAPTER = {
@@ -109,9 +125,22 @@ def _sqlalchemy_loop(name: str, url: str) -> Callable[[int], None]:
     return lambda n: loop.run_until_complete(many(n))
 
 
-def _child(name: str, variant: str, count: int, url: str = "") -> None:
+def _shift_layout(shift: int) -> list[object]:
+    """``shift`` throwaway classes, each given its type version tag now (an attribute lookup
+    on it), and ``shift`` buffers of a few sizes: every type met later gets another tag, and
+    later objects other addresses. Keep what it returns alive."""
+    kept: list[object] = []
+    for i in range(shift):
+        instance = type(f"_Shift{i}", (), {})()
+        getattr(instance, "shift", None)
+        kept += [instance, bytearray(64 * (i % 7 + 1))]
+    return kept
+
+
+def _child(name: str, variant: str, count: int, shift: int, url: str = "") -> None:
     """What runs under callgrind: warm up, then ``count`` more requests (or statements, on
-    the PostgreSQL at ``url``)."""
+    the PostgreSQL at ``url``), at layout ``shift``."""
+    kept = _shift_layout(shift)
     import poolwatch
 
     from ._server import start
@@ -131,9 +160,10 @@ def _child(name: str, variant: str, count: int, url: str = "") -> None:
             _listen()
         run(WARM_UP)
         run(count)
+    del kept
 
 
-def _instructions(name: str, variant: str, count: int, url: str = "") -> int:
+def _instructions(name: str, variant: str, count: int, shift: int, url: str = "") -> int:
     # The same hash seed and, where setarch can, no address randomisation: dict layouts and
     # id()-keyed lookups then repeat from run to run, which moves a count by up to 1%.
     no_aslr = ["setarch", platform.machine(), "-R"]
@@ -152,6 +182,7 @@ def _instructions(name: str, variant: str, count: int, url: str = "") -> int:
             name,
             variant,
             str(count),
+            str(shift),
             url,
         ],
         capture_output=True,
@@ -166,21 +197,34 @@ def _instructions(name: str, variant: str, count: int, url: str = "") -> int:
 
 
 def _table(name: str, labels: dict[str, str], what: str, url: str = "") -> None:
-    """Count each variant (``labels``: variant -> row, plain first) and print the table."""
+    """Count each variant (``labels``: variant -> row, plain first) at each layout and print
+    the table: the median count, and the ratio at each layout."""
     per_op = {
-        variant: (
-            _instructions(name, variant, REQUESTS, url) - _instructions(name, variant, 0, url)
-        )
-        / REQUESTS
+        variant: [
+            (
+                _instructions(name, variant, REQUESTS, shift, url)
+                - _instructions(name, variant, 0, shift, url)
+            )
+            / REQUESTS
+            for shift in LAYOUTS
+        ]
         for variant in labels
     }
+    plain = per_op["plain"]
     print_table(
-        f"{name}: instructions per {what} (callgrind, {REQUESTS} of them)",
-        [(labels[variant], per_op[variant]) for variant in labels],
+        f"{name}: instructions per {what} (callgrind, {REQUESTS} of them; median of "
+        f"{len(LAYOUTS)} memory layouts)",
+        [(labels[variant], statistics.median(counts)) for variant, counts in per_op.items()],
         baseline=labels["plain"],
         unit="k instr",
         scale=1e-3,
         limit=1.03,
+        spread={
+            labels[variant]: [n / p for n, p in zip(counts, plain, strict=True)]
+            for variant, counts in per_op.items()
+            if variant != "plain"
+        },
+        spread_label="per layout",
     )
 
 
@@ -209,6 +253,6 @@ def main() -> None:
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--child"]:
-        _child(sys.argv[2], sys.argv[3], int(sys.argv[4]), *sys.argv[5:])
+        _child(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), *sys.argv[6:])
     else:
         main()
