@@ -25,7 +25,7 @@ throwaway classes, each given its version tag, which moves every later type's ta
 many buffers, which move later objects), the row is the median, and the table adds the ratio
 at each layout.
 
-Run it with `python -m bench instructions` (about 25 minutes with three layouts; needs
+Run it with `python -m bench instructions` (about 40 minutes with three layouts; needs
 valgrind; the SQLAlchemy loops also PostgreSQL, and are skipped without it). It is not part
 of plain `make bench`.
 """
@@ -147,6 +147,10 @@ def _child(name: str, variant: str, count: int, shift: int, url: str = "") -> No
 
     with ExitStack() as stack:
         if name in SQLALCHEMY_LOOPS:
+            # every variant imports what the no-op one needs: modules imported by one variant
+            # alone would give it another layout (and the no-op listeners read 1.019-1.057)
+            from .sqlalchemy_loop import _listen
+
             run = _sqlalchemy_loop(name, url)
         else:
             url, stop = start()
@@ -155,8 +159,6 @@ def _child(name: str, variant: str, count: int, shift: int, url: str = "") -> No
         if variant == "poolwatch":
             poolwatch.instrument(_ADAPTER.get(name, name))
         elif variant == "noop":
-            from .sqlalchemy_loop import _listen
-
             _listen()
         run(WARM_UP)
         run(count)
