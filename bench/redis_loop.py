@@ -1,8 +1,10 @@
 """redis-py: GET loops against a real redis-server on 127.0.0.1, plain vs instrumented.
 
 Each command takes and releases one pooled connection, so the loop measures poolwatch's
-checkout+checkin (call sites on) against a real round trip. Skipped when redis-server is not
-installed.
+checkout+checkin (call sites on) against a real round trip: `client.get(key)` on a sync
+client, and 20 of them awaited in turn on a `redis.asyncio` client. Each loop runs as the
+client loops do (``_common.in_processes``: many fresh processes, a warm-up round, plain again
+as the A/A row), with the 1.03 target. Skipped when redis-server is not installed.
 """
 
 from __future__ import annotations
@@ -13,13 +15,14 @@ import socket
 import subprocess
 import tempfile
 import time
+from contextlib import ExitStack
 
 import redis
 import redis.asyncio as aredis
 
 import poolwatch
 
-from ._common import alternate, print_table
+from ._common import AGAIN, Timings, alternate, in_processes, print_wall_and_cpu, rounds_label
 
 
 def _start(workdir: str) -> tuple[subprocess.Popen[bytes], int]:
@@ -45,18 +48,22 @@ def _start(workdir: str) -> tuple[subprocess.Popen[bytes], int]:
             time.sleep(0.02)
 
 
-def main() -> None:
-    if shutil.which("redis-server") is None:
-        print("\nredis: skipped (redis-server is not installed)")
-        return
-    was = poolwatch.instrumented()
-    poolwatch.uninstrument()
-    with tempfile.TemporaryDirectory() as tmp:
-        proc, port = _start(tmp)
-        client = redis.Redis(host="127.0.0.1", port=port)
-        client.set("bench", "x")
+ROUNDS = 2  # per process (``in_processes`` runs many)
+SYNC_CALLS = 2000
+ASYNC_PER_CALL = 20
+ASYNC_CALLS = 100
+
+
+def redis_loop(kind: str, port: str) -> Timings:
+    """The rounds of the ``kind`` ("sync" or "async") loop against the redis-server on
+    ``port``; run by ``in_processes``."""
+    with ExitStack() as stack:
+        client = redis.Redis(host="127.0.0.1", port=int(port))
+        stack.callback(client.close)
         loop = asyncio.new_event_loop()
-        aclient = aredis.Redis(host="127.0.0.1", port=port)
+        stack.callback(loop.close)
+        aclient = aredis.Redis(host="127.0.0.1", port=int(port))
+        stack.callback(lambda: loop.run_until_complete(aclient.aclose()))
 
         def get() -> None:
             client.get("bench")
@@ -66,40 +73,44 @@ def main() -> None:
                 await aclient.get("bench")
 
         def aget() -> None:
-            loop.run_until_complete(aget_many(20))
+            loop.run_until_complete(aget_many(ASYNC_PER_CALL))
 
-        on = {"instrumented": lambda: poolwatch.instrument("redis")}
-        off = {"instrumented": lambda: poolwatch.uninstrument("redis")}
+        fn, calls = (get, SYNC_CALLS) if kind == "sync" else (aget, ASYNC_CALLS)
+        return alternate(
+            {"plain": fn, "instrumented": fn, AGAIN: fn},
+            calls=calls,
+            rounds=ROUNDS,
+            setup={"instrumented": lambda: poolwatch.instrument("redis")},
+            teardown={"instrumented": lambda: poolwatch.uninstrument("redis")},
+        )
+
+
+def main() -> None:
+    if shutil.which("redis-server") is None:
+        print("\nredis: skipped (redis-server is not installed)")
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        proc, port = _start(tmp)
         try:
-            for name, fn, calls, per_call in (
-                ("redis GET (sync)", get, 5000, 1),
-                ("redis.asyncio GET", aget, 250, 20),
+            redis.Redis(host="127.0.0.1", port=port).set("bench", "x")
+            for kind, name, calls, per_call in (
+                ("sync", "redis GET (sync)", SYNC_CALLS, 1),
+                ("async", "redis.asyncio GET", ASYNC_CALLS, ASYNC_PER_CALL),
             ):
-                result = alternate(
-                    {"plain": fn, "instrumented": fn},
-                    calls=calls,
-                    rounds=9,
-                    setup=on,
-                    teardown=off,
-                )
-                print_table(
-                    f"{name} on 127.0.0.1 (median of 9 alternated rounds x {calls * per_call})",
-                    [
-                        ("plain", result["plain"] / per_call),
-                        ("+ poolwatch", result["instrumented"] / per_call),
-                    ],
-                    baseline="plain",
-                    limit=1.03,
+                result = in_processes("bench.redis_loop:redis_loop", kind, str(port))
+                label = rounds_label(result, ROUNDS)
+                print_wall_and_cpu(
+                    lambda what, name=name, n=calls * per_call, label=label: (
+                        f"{name} on 127.0.0.1, {what} per command (median of {label} x {n}; "
+                        "ratio: median of the blocks of two rounds' own ratios)"
+                    ),
+                    {"plain": "plain", "instrumented": "+ poolwatch (call sites on)"},
+                    result,
+                    per_call=per_call,
                 )
         finally:
-            client.close()
-            loop.run_until_complete(aclient.aclose())
-            loop.close()
             proc.terminate()
             proc.wait(10)
-            poolwatch.uninstrument()
-            if was:
-                poolwatch.instrument(*was)
 
 
 if __name__ == "__main__":
