@@ -175,9 +175,9 @@ def in_processes(target: str, *args: str, processes: int = PROCESSES) -> Timings
 
     That estimate was low: in whole runs of eight processes the A/A rows read 0.963-1.020, and
     a figure moved by up to 4% from one run to the next (wall time, SQLAlchemy sync: 1.006,
-    then 1.045; requests: 1.033, then 1.012). Twenty-four processes (46 minutes for the client
-    loops, on ac3a3d8) put all eighteen A/A rows at 0.986-1.006, within 1.5% of 1: close
-    enough to tell 1.02 from 1.04, which is what a 1.03 target asks.
+    then 1.045; requests: 1.033, then 1.012). At twenty-four processes, two whole runs (on
+    ac3a3d8 and 3f0538b, about 50 minutes each) put the eighteen A/A rows at 0.985-1.016:
+    close enough to tell 1.02 from 1.04, which is what a 1.03 target asks.
     """
     runs = []
     for _ in range(processes):
