@@ -19,8 +19,8 @@ __all__ = [
     "alternate",
     "in_processes",
     "print_table",
+    "paired_label",
     "print_wall_and_cpu",
-    "rounds_label",
     "time_calls",
 ]
 
@@ -191,10 +191,15 @@ def in_processes(target: str, *args: str, processes: int = PROCESSES) -> Timings
     return Timings.merge(runs)
 
 
-def rounds_label(result: Timings, rounds: int) -> str:
-    """`3 processes x 8 alternated rounds`, for a table's title."""
+def paired_label(result: Timings, rounds: int, samples: int | str) -> str:
+    """What a ``print_wall_and_cpu`` figure of ``result`` is, for a table's title: `median of
+    3 processes x 8 alternated rounds x 2000; ratio: median of the blocks of two rounds' own
+    ratios` (``samples``: the calls timed per sample, with their unit if any)."""
     n = len(result.runs) or 1
-    return f"{n} process{'' if n == 1 else 'es'} x {rounds} alternated rounds"
+    return (
+        f"median of {n} process{'' if n == 1 else 'es'} x {rounds} alternated rounds x "
+        f"{samples}; ratio: median of the blocks of two rounds' own ratios"
+    )
 
 
 def print_table(

@@ -29,7 +29,7 @@ from opentelemetry.instrumentation.aiohttp_client import AioHttpClientInstrument
 
 import poolwatch
 
-from ._common import AGAIN, Timings, alternate, in_processes, print_wall_and_cpu, rounds_label
+from ._common import AGAIN, Timings, alternate, in_processes, paired_label, print_wall_and_cpu
 from ._otel import switch_off, tracer_provider
 
 REQUESTS_PER_CALL = 200
@@ -52,9 +52,8 @@ def main() -> None:
     }
     print_wall_and_cpu(
         lambda what: (
-            f"aiohttp: keep-alive GET loop on 127.0.0.1, {what} per request (median of "
-            f"{rounds_label(result, ROUNDS)} x {CALLS * REQUESTS_PER_CALL} requests; ratio: "
-            "median of the blocks of two rounds' own ratios)"
+            f"aiohttp: keep-alive GET loop on 127.0.0.1, {what} per request "
+            f"({paired_label(result, ROUNDS, f'{CALLS * REQUESTS_PER_CALL} requests')})"
         ),
         rows,
         result,

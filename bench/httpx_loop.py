@@ -34,7 +34,7 @@ from opentelemetry.sdk.trace import TracerProvider
 
 import poolwatch
 
-from ._common import AGAIN, Timings, alternate, in_processes, print_wall_and_cpu, rounds_label
+from ._common import AGAIN, Timings, alternate, in_processes, paired_label, print_wall_and_cpu
 from ._otel import switch_off, tracer_provider
 from ._server import RESPONSE
 
@@ -119,9 +119,8 @@ def _table(kind: str, result: Timings, in_memory: bool) -> None:
     }
     print_wall_and_cpu(
         lambda what: (
-            f"httpx {kind}: keep-alive GET loop {where}, {what} per request (median of "
-            f"{rounds_label(result, ROUNDS)} x {CALLS * REQUESTS_PER_CALL} requests; ratio: "
-            "median of the blocks of two rounds' own ratios)"
+            f"httpx {kind}: keep-alive GET loop {where}, {what} per request "
+            f"({paired_label(result, ROUNDS, f'{CALLS * REQUESTS_PER_CALL} requests')})"
         ),
         rows,
         result,

@@ -22,7 +22,7 @@ import redis.asyncio as aredis
 
 import poolwatch
 
-from ._common import AGAIN, Timings, alternate, in_processes, print_wall_and_cpu, rounds_label
+from ._common import AGAIN, Timings, alternate, in_processes, paired_label, print_wall_and_cpu
 
 
 def _start(workdir: str) -> tuple[subprocess.Popen[bytes], int]:
@@ -98,11 +98,10 @@ def main() -> None:
                 ("async", "redis.asyncio GET", ASYNC_CALLS, ASYNC_PER_CALL),
             ):
                 result = in_processes("bench.redis_loop:redis_loop", kind, str(port))
-                label = rounds_label(result, ROUNDS)
+                label = paired_label(result, ROUNDS, calls * per_call)
                 print_wall_and_cpu(
-                    lambda what, name=name, n=calls * per_call, label=label: (
-                        f"{name} on 127.0.0.1, {what} per command (median of {label} x {n}; "
-                        "ratio: median of the blocks of two rounds' own ratios)"
+                    lambda what, name=name, label=label: (
+                        f"{name} on 127.0.0.1, {what} per command ({label})"
                     ),
                     {"plain": "plain", "instrumented": "+ poolwatch (call sites on)"},
                     result,

@@ -43,9 +43,9 @@ from ._common import (
     Timings,
     alternate,
     in_processes,
+    paired_label,
     print_table,
     print_wall_and_cpu,
-    rounds_label,
 )
 from ._otel import switch_off, tracer_provider
 
@@ -139,12 +139,11 @@ def _postgres_loops() -> None:
         ):
             result = in_processes("bench.sqlalchemy_loop:postgres_loop", kind, url)
             calls = SELECTS if kind == "sync" else ASYNC_CALLS
-            label = rounds_label(result, ROUNDS)
+            label = paired_label(result, ROUNDS, calls * per_call)
             print_wall_and_cpu(
-                lambda what, name=name, n=calls * per_call, label=label: (
+                lambda what, name=name, label=label: (
                     f"sqlalchemy {name} on PostgreSQL (psycopg, 127.0.0.1), {what} per "
-                    f"statement (median of {label} x {n}; ratio: median of the blocks of two "
-                    "rounds' own ratios)"
+                    f"statement ({label})"
                 ),
                 {
                     "plain": "plain",

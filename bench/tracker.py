@@ -24,9 +24,9 @@ from ._common import (
     Timings,
     alternate,
     in_processes,
+    paired_label,
     print_table,
     print_wall_and_cpu,
-    rounds_label,
 )
 from ._otel import switch_off, tracer_provider
 from ._server import start
@@ -39,13 +39,10 @@ _OTEL_LABELS = {"requests": "OpenTelemetry requests", "urllib3": "OpenTelemetry 
 def _request_loops(url: str) -> None:
     for name, otel_label in _OTEL_LABELS.items():
         result = in_processes("bench.tracker:request_loop", name, url)
-        label = rounds_label(result, ROUNDS)
+        label = paired_label(result, ROUNDS, CALLS)
 
         def title(what: str, name: str = name, label: str = label) -> str:
-            return (
-                f"{name}: keep-alive GET loop on 127.0.0.1, {what} (median of {label} x "
-                f"{CALLS}; ratio: median of the blocks of two rounds' own ratios)"
-            )
+            return f"{name}: keep-alive GET loop on 127.0.0.1, {what} ({label})"
 
         rows = {
             "plain": f"{name} plain",
