@@ -18,6 +18,7 @@ __all__ = [
     "Timings",
     "alternate",
     "in_processes",
+    "median_interval",
     "print_table",
     "paired_label",
     "print_wall_and_cpu",
@@ -202,6 +203,29 @@ def paired_label(result: Timings, rounds: int, samples: int | str) -> str:
     )
 
 
+def median_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float] | None:
+    """An interval that holds the median of what ``values`` sample with probability at least
+    ``level``, from their order statistics alone (no assumption on their distribution: each
+    value falls below the median with probability 1/2). None for too few values (under six,
+    even the smallest and largest hold it less often than 95%).
+
+    Given the processes' own ratios, it says how well a run pins a figure down: which side of
+    a target a figure whose interval straddles it is on, the run cannot tell.
+    """
+    ordered = sorted(values)
+    n = len(ordered)
+
+    def coverage(k: int) -> float:  # of [k-th smallest, k-th largest], k counted from 1
+        return 1 - 2 * sum(math.comb(n, i) for i in range(k)) / 2**n
+
+    if n == 0 or coverage(1) < level:
+        return None
+    k = 1
+    while k < n // 2 and coverage(k + 1) >= level:
+        k += 1
+    return ordered[k - 1], ordered[n - k]
+
+
 def print_table(
     title: str,
     rows: Sequence[tuple[str, float]],
@@ -218,8 +242,9 @@ def print_table(
 
     ``ratios`` (by row name) replaces the ratio of the row's value to the baseline's, e.g.
     with ``Timings.ratio``'s paired rounds; ``spread`` (by row name) adds each process's own
-    (or each part's, as ``spread_label`` says); ``controls`` are rows the limit does not
-    apply to (an A/A row).
+    (or each part's, as ``spread_label`` says), and, for six or more, the 95% interval of
+    their median (``median_interval``); ``controls`` are rows the limit does not apply to (an
+    A/A row).
     """
     base = dict(rows)[baseline]
     print(f"\n{title}")
@@ -232,7 +257,12 @@ def print_table(
         if limit is not None and name != baseline and name not in controls:
             flag = "  ok" if ratio <= limit else f"  OVER {limit}"
         if spread and spread.get(name):
-            flag += f"  ({spread_label}: " + " ".join(f"{r:.3f}" for r in spread[name]) + ")"
+            interval = median_interval(spread[name])
+            listed = " ".join(f"{r:.3f}" for r in spread[name])
+            if interval is not None:
+                low, high = interval
+                listed = f"95% interval of the median {low:.3f}-{high:.3f}; each {listed}"
+            flag += f"  ({spread_label}: {listed})"
         print(f"  {name:<44} {value * scale:>10.2f} {ratio:>8.3f}{flag}")
 
 
