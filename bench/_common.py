@@ -209,8 +209,8 @@ def median_interval(values: Sequence[float], level: float = 0.95) -> tuple[float
     value falls below the median with probability 1/2). None for too few values (under six,
     even the smallest and largest hold it less often than 95%).
 
-    Given the processes' own ratios, it says how well a run pins a figure down: which side of
-    a target a figure whose interval straddles it is on, the run cannot tell.
+    Given the processes' own ratios, it says how well a run pins a figure down: where the
+    interval straddles a target, the run cannot tell which side of it the figure is on.
     """
     ordered = sorted(values)
     n = len(ordered)
