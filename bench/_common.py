@@ -176,9 +176,10 @@ def in_processes(target: str, *args: str, processes: int = PROCESSES) -> Timings
 
     That estimate was low: in whole runs of eight processes the A/A rows read 0.963-1.020, and
     a figure moved by up to 4% from one run to the next (wall time, SQLAlchemy sync: 1.006,
-    then 1.045; requests: 1.033, then 1.012). At twenty-four processes, two whole runs (on
-    ac3a3d8 and 3f0538b, about 50 minutes each) put the eighteen A/A rows at 0.985-1.016:
-    close enough to tell 1.02 from 1.04, which is what a 1.03 target asks.
+    then 1.045; requests: 1.033, then 1.012). At twenty-four processes, three whole runs (on
+    ac3a3d8, 3f0538b and 2a3909b, about an hour each) put the A/A rows of the client loops at
+    0.985-1.017: close enough to tell 1.02 from 1.04, not 1.025 from 1.035. The tables print
+    the interval of each figure's median (``median_interval``) so that a reader sees which.
     """
     runs = []
     for _ in range(processes):
